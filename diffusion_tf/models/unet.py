@@ -1,0 +1,172 @@
+"""The DDPM U-Net (Ho et al. 2020, appendix B): a PixelCNN++-style Wide-ResNet U-Net with group normalization,
+sinusoidal timestep embeddings added in every residual block, and self-attention at the 16x16 resolution.
+
+Variable names and shapes are exactly those of the original release (see tests/data/unet_*_variables.txt).
+"""
+
+import tensorflow.compat.v1 as tf
+
+from .. import nn
+
+
+def nonlinearity(x):
+  """Swish / SiLU: x * sigmoid(x)."""
+  return tf.nn.swish(x)
+
+
+def group_norm(x, *, name, num_groups=32, eps=1e-6):
+  """Group normalization (Wu & He 2018) over [H, W, C/G] per group, then the per-channel affine gamma, beta.
+
+  Same variables (`<name>/beta`, `<name>/gamma`, created in that order) and the same numbers as
+  tf.contrib.layers.group_norm with its defaults (32 groups, epsilon 1e-6), without tf.contrib.
+  """
+  B, H, W, C = x.shape.as_list()
+  assert C % num_groups == 0, 'channels {} not divisible by {} groups'.format(C, num_groups)
+  with tf.variable_scope(name):
+    beta = tf.get_variable('beta', shape=[C], initializer=tf.zeros_initializer())
+    gamma = tf.get_variable('gamma', shape=[C], initializer=tf.ones_initializer())
+    xg = tf.reshape(x, [-1, H, W, num_groups, C // num_groups])
+    mean, var = tf.nn.moments(xg, axes=[1, 2, 4], keep_dims=True)
+    xg = (xg - mean) * tf.rsqrt(var + eps)
+    out = tf.reshape(xg, [-1, H, W, C]) * gamma + beta
+    out.set_shape(x.shape)
+    return out
+
+
+def normalize(x, *, temb, name):
+  del temb  # the original passes it but does not use it
+  return group_norm(x, name=name)
+
+
+def upsample(x, *, name, with_conv):
+  """Nearest-neighbour x2 upsampling, then a 3x3 convolution if `with_conv`."""
+  B, H, W, C = x.shape.as_list()
+  with tf.variable_scope(name):
+    # Nearest neighbour x2 is each pixel repeated 2x2; the original's resize (align_corners=True) gives the same.
+    x = tf.reshape(tf.tile(x[:, :, None, :, None, :], [1, 1, 2, 1, 2, 1]), [-1, H * 2, W * 2, C])
+    x.set_shape([B, H * 2, W * 2, C])
+    if with_conv:
+      x = nn.conv2d(x, name='conv', num_units=C, filter_size=3, stride=1)
+    assert x.shape.as_list() == [B, H * 2, W * 2, C]
+    return x
+
+
+def downsample(x, *, name, with_conv):
+  """x2 downsampling: a 3x3 stride-2 SAME convolution if `with_conv`, else 2x2 average pooling."""
+  B, H, W, C = x.shape.as_list()
+  with tf.variable_scope(name):
+    if with_conv:
+      x = nn.conv2d(x, name='conv', num_units=C, filter_size=3, stride=2)
+    else:
+      x = tf.nn.avg_pool(x, 2, 2, 'SAME')
+    assert x.shape.as_list() == [B, H // 2, W // 2, C]
+    return x
+
+
+def resnet_block(x, *, temb, name, out_ch=None, conv_shortcut=False, dropout):
+  """h = conv2(dropout(swish(norm2(conv1(swish(norm1(x))) + dense(swish(temb)))))); return shortcut(x) + h."""
+  B, H, W, C = x.shape.as_list()
+  if out_ch is None:
+    out_ch = C
+  with tf.variable_scope(name):
+    h = x
+    h = nonlinearity(normalize(h, temb=temb, name='norm1'))
+    h = nn.conv2d(h, name='conv1', num_units=out_ch)
+    # add in the timestep embedding
+    h += nn.dense(nonlinearity(temb), name='temb_proj', num_units=out_ch)[:, None, None, :]
+    h = nonlinearity(normalize(h, temb=temb, name='norm2'))
+    if dropout > 0:
+      h = tf.nn.dropout(h, rate=dropout)
+    h = nn.conv2d(h, name='conv2', num_units=out_ch, init_scale=0.)
+    if C != out_ch:
+      if conv_shortcut:
+        x = nn.conv2d(x, name='conv_shortcut', num_units=out_ch)
+      else:
+        x = nn.nin(x, name='nin_shortcut', num_units=out_ch)
+    assert x.shape.as_list() == h.shape.as_list() == [B, H, W, out_ch]
+    tf.logging.debug('%s: %s', tf.get_variable_scope().name, h.shape)
+    return x + h
+
+
+def attn_block(x, *, name, temb):
+  """Single-head self-attention over the H*W positions: x + proj_out(softmax(q k^T / sqrt(C)) v)."""
+  B, H, W, C = x.shape.as_list()
+  with tf.variable_scope(name):
+    h = normalize(x, temb=temb, name='norm')
+    q = tf.reshape(nn.nin(h, name='q', num_units=C), [-1, H * W, C])
+    k = tf.reshape(nn.nin(h, name='k', num_units=C), [-1, H * W, C])
+    v = tf.reshape(nn.nin(h, name='v', num_units=C), [-1, H * W, C])
+    w = tf.matmul(q, k, transpose_b=True) * (int(C) ** (-0.5))  # [B, HW (queries), HW (keys)]
+    w = tf.nn.softmax(w, axis=-1)
+    h = tf.reshape(tf.matmul(w, v), [-1, H, W, C])
+    h.set_shape([B, H, W, C])
+    h = nn.nin(h, name='proj_out', num_units=C, init_scale=0.)
+    assert h.shape.as_list() == x.shape.as_list()
+    tf.logging.debug('%s: %s', tf.get_variable_scope().name, h.shape)
+    return x + h
+
+
+def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mult=(1, 2, 4, 8), num_res_blocks,
+          attn_resolutions, dropout=0., resamp_with_conv=True):
+  """The DDPM U-Net: x [B, S, S, C] float32, t [B] int -> [B, S, S, out_ch].
+
+  `ch` is the base channel count, `ch_mult` the channel multiplier of each resolution level, `num_res_blocks` the
+  residual blocks per level, `attn_resolutions` the spatial sizes that get self-attention. Class conditioning (`y`) is
+  not supported, as in the original: `num_classes` must be 1 and `y` None.
+  """
+  B, S, _, _ = x.shape.as_list()
+  assert x.dtype == tf.float32 and x.shape[2] == S
+  assert t.dtype in [tf.int32, tf.int64]
+  num_resolutions = len(ch_mult)
+  assert num_classes == 1 and y is None, 'class conditioning is not supported'
+  del y
+
+  with tf.variable_scope(name, reuse=reuse):
+    # Timestep embedding
+    with tf.variable_scope('temb'):
+      temb = nn.get_timestep_embedding(t, ch)
+      temb = nn.dense(temb, name='dense0', num_units=ch * 4)
+      temb = nn.dense(nonlinearity(temb), name='dense1', num_units=ch * 4)
+      assert temb.shape.as_list() == [B, ch * 4]
+
+    # Downsampling
+    hs = [nn.conv2d(x, name='conv_in', num_units=ch)]
+    for i_level in range(num_resolutions):
+      with tf.variable_scope('down_{}'.format(i_level)):
+        # Residual blocks for this resolution
+        for i_block in range(num_res_blocks):
+          h = resnet_block(hs[-1], name='block_{}'.format(i_block), temb=temb, out_ch=ch * ch_mult[i_level],
+                           dropout=dropout)
+          if h.shape[1] in attn_resolutions:
+            h = attn_block(h, name='attn_{}'.format(i_block), temb=temb)
+          hs.append(h)
+        # Downsample
+        if i_level != num_resolutions - 1:
+          hs.append(downsample(hs[-1], name='downsample', with_conv=resamp_with_conv))
+
+    # Middle
+    with tf.variable_scope('mid'):
+      h = hs[-1]
+      h = resnet_block(h, temb=temb, name='block_1', dropout=dropout)
+      h = attn_block(h, name='attn_1', temb=temb)
+      h = resnet_block(h, temb=temb, name='block_2', dropout=dropout)
+
+    # Upsampling
+    for i_level in reversed(range(num_resolutions)):
+      with tf.variable_scope('up_{}'.format(i_level)):
+        # Residual blocks for this resolution, each taking one skip connection
+        for i_block in range(num_res_blocks + 1):
+          h = resnet_block(tf.concat([h, hs.pop()], axis=-1), name='block_{}'.format(i_block), temb=temb,
+                           out_ch=ch * ch_mult[i_level], dropout=dropout)
+          if h.shape[1] in attn_resolutions:
+            h = attn_block(h, name='attn_{}'.format(i_block), temb=temb)
+        # Upsample
+        if i_level != 0:
+          h = upsample(h, name='upsample', with_conv=resamp_with_conv)
+    assert not hs
+
+    # End
+    h = nonlinearity(normalize(h, temb=temb, name='norm_out'))
+    h = nn.conv2d(h, name='conv_out', num_units=out_ch, init_scale=0.)
+    assert h.shape.as_list() == x.shape.as_list()[:3] + [out_ch]
+    return h

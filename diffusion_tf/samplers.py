@@ -1,0 +1,5 @@
+"""Fast samplers over the coefficient tables of diffusion_core.GaussianDiffusionBase (filled in by the samplers work)."""
+
+
+class SamplerMixin:
+  pass

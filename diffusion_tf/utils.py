@@ -1,0 +1,209 @@
+"""Likelihood, optimisation, EMA and image helpers shared by the models and the scripts."""
+
+import contextlib
+import io
+import os
+import random
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from PIL import Image
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data scaling: uint8 pixels {0..255} <-> the model's [-1, 1] (DDPM sec. 3.3)
+
+def normalize_data(x):
+  """{0, ..., 255} -> [-1, 1]: x / 127.5 - 1."""
+  return x / 127.5 - 1.
+
+
+def unnormalize_data(x):
+  """[-1, 1] -> [0, 255]: (x + 1) * 127.5."""
+  return (x + 1.) * 127.5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Discretized Gaussian decoder (DDPM eq. 13)
+
+def approx_standard_normal_cdf(x):
+  """Phi(x) ~ 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the approximation the original uses."""
+  return 0.5 * (1.0 + tf.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * tf.pow(x, 3))))
+
+
+def discretized_gaussian_log_likelihood(x, *, means, log_scales):
+  """log p(x | means, scales) for data that are integers {0..255} rescaled to [-1, 1] (DDPM eq. 13).
+
+  Each pixel's probability is the Gaussian mass of its bin [x - 1/255, x + 1/255]; the edge bins extend to -inf
+  (x = -1) and +inf (x = 1), so the 256 probabilities sum to one.
+  """
+  assert x.shape.as_list() == means.shape.as_list() == log_scales.shape.as_list()
+  centered_x = x - means
+  inv_stdv = tf.exp(-log_scales)
+  cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered_x + 1. / 255.))
+  cdf_min = approx_standard_normal_cdf(inv_stdv * (centered_x - 1. / 255.))
+  log_cdf_plus = tf.log(tf.maximum(cdf_plus, 1e-12))
+  log_one_minus_cdf_min = tf.log(tf.maximum(1. - cdf_min, 1e-12))
+  cdf_delta = cdf_plus - cdf_min
+  log_probs = tf.where(
+    x < -0.999, log_cdf_plus,
+    tf.where(x > 0.999, log_one_minus_cdf_min, tf.log(tf.maximum(cdf_delta, 1e-12))))
+  assert log_probs.shape.as_list() == x.shape.as_list()
+  return log_probs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimisation
+
+def rms(variables):
+  """Root mean square of all entries of `variables` (the 'pnorm' summary)."""
+  return tf.sqrt(
+    sum([tf.reduce_sum(tf.square(v)) for v in variables]) /
+    sum(int(np.prod(v.shape.as_list())) for v in variables))
+
+
+def get_warmed_up_lr(max_lr, warmup, global_step):
+  """Linear learning-rate warm-up: max_lr * min(step / warmup, 1)."""
+  if warmup == 0:
+    return max_lr
+  return max_lr * tf.minimum(tf.cast(global_step, tf.float32) / float(warmup), 1.0)
+
+
+def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimizer: str, lr, grad_clip: float,
+                   rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8):
+  """Adam or RMSProp with gradients clipped to global norm `grad_clip`. Returns (train_op, gradient global norm)."""
+  if optimizer == 'adam':
+    opt = tf.train.AdamOptimizer(learning_rate=lr, epsilon=epsilon)
+  elif optimizer == 'rmsprop':
+    opt = tf.train.RMSPropOptimizer(learning_rate=lr, decay=rmsprop_decay, momentum=rmsprop_momentum,
+                                    epsilon=epsilon)
+  else:
+    raise NotImplementedError(optimizer)
+  if tpu:
+    opt = tf.tpu.CrossShardOptimizer(opt)
+  grads_and_vars = opt.compute_gradients(loss, var_list=trainable_variables)
+  clipped_grads, gnorm = tf.clip_by_global_norm([g for (g, _) in grads_and_vars], grad_clip)
+  grads_and_vars = [(g, v) for g, (_, v) in zip(clipped_grads, grads_and_vars)]
+  train_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
+  return train_op, gnorm
+
+
+def make_ema(*, global_step, ema_decay, trainable_variables):
+  """Exponential moving average of the weights; the decay is ~0 at step 0 so the average starts at the weights.
+
+  Shadow variables are named `<variable>/ExponentialMovingAverage`, as in the released checkpoints.
+  """
+  ema = tf.train.ExponentialMovingAverage(decay=tf.where(tf.less(global_step, 1), 1e-10, ema_decay))
+  ema_op = ema.apply(trainable_variables)
+  return ema, ema_op
+
+
+@contextlib.contextmanager
+def ema_scope(orig_model_ema):
+  """Within this scope, `tf.get_variable` returns the EMA shadow of each (existing) variable."""
+
+  def _ema_getter(getter, name, *args, **kwargs):
+    v = getter(name, *args, **kwargs)
+    avg = orig_model_ema.average(v)
+    if avg is None:
+      raise RuntimeError('invalid EMA variable name {} -> {}'.format(name, avg))
+    return avg
+
+  with tf.variable_scope(tf.get_variable_scope(), custom_getter=_ema_getter, reuse=True):
+    with tf.name_scope('ema_scope'):
+      yield
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Seeding
+
+def seed_all(seed):
+  """Seed Python, numpy and the TF graph-level seed (call inside the graph being built)."""
+  random.seed(seed)
+  np.random.seed(seed)
+  tf.set_random_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images
+
+def tile_imgs(imgs, *, pad_pixels=1, pad_val=255, num_col=0):
+  """[N, H, W, C] uint8 -> one [rows*(H+pad)+pad, cols*(W+pad)+pad, C] grid image, filled row by row."""
+  assert pad_pixels >= 0 and 0 <= pad_val <= 255
+  imgs = np.asarray(imgs)
+  assert imgs.dtype == np.uint8, 'expected uint8 images, got {}'.format(imgs.dtype)
+  if imgs.ndim == 3:
+    imgs = imgs[..., None]
+  n, h, w, c = imgs.shape
+  assert c in (1, 3), 'expected 1 or 3 channels, got {}'.format(c)
+  if num_col <= 0:
+    # as square as possible, and exactly square when n is a square number
+    num_row = int(np.ceil(np.sqrt(n)))
+    num_col = int(np.ceil(n / num_row))
+  else:
+    num_row = int(np.ceil(n / num_col))
+  padded = np.full((num_row * num_col, h + pad_pixels, w + pad_pixels, c), pad_val, dtype=np.uint8)
+  padded[:n, :h, :w] = imgs
+  grid = padded.reshape(num_row, num_col, h + pad_pixels, w + pad_pixels, c)
+  grid = grid.transpose(0, 2, 1, 3, 4).reshape(num_row * (h + pad_pixels), num_col * (w + pad_pixels), c)
+  grid = np.pad(grid, [[pad_pixels, 0], [pad_pixels, 0], [0, 0]], mode='constant', constant_values=pad_val)
+  return grid[..., 0] if c == 1 else grid
+
+
+def save_tiled_imgs(filename, imgs, pad_pixels=1, pad_val=255, num_col=0):
+  """Tile `imgs` and write them as one PNG, atomically (temp name, then rename). Works with gs:// paths."""
+  write_png(filename, tile_imgs(imgs, pad_pixels=pad_pixels, pad_val=pad_val, num_col=num_col))
+
+
+def encode_png(img):
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(img)).save(buf, format='png')
+  return buf.getvalue()
+
+
+def atomic_write_bytes(filename, data: bytes):
+  """Write `data` to `filename` through a temporary name in the same directory, then rename."""
+  tmp = '{}.tmp{}'.format(filename, os.getpid())
+  with tf.io.gfile.GFile(tmp, 'wb') as f:
+    f.write(data)
+  tf.io.gfile.rename(tmp, filename, overwrite=True)
+
+
+def write_png(filename, img):
+  atomic_write_bytes(filename, encode_png(img))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorBoard
+
+class SummaryWriter:
+  """Writes scalars and images to a TensorBoard event file without building graph ops."""
+
+  def __init__(self, dir, write_graph=True):
+    tf.io.gfile.makedirs(dir)
+    self.writer = tf.summary.FileWriter(dir, graph=tf.get_default_graph() if write_graph else None)
+
+  def flush(self):
+    self.writer.flush()
+
+  def close(self):
+    self.writer.close()
+
+  def _write_event(self, summary_value, step):
+    self.writer.add_summary(tf.Summary(value=[summary_value]), global_step=step)
+
+  def scalar(self, tag, value, step):
+    self._write_event(tf.Summary.Value(tag=tag, simple_value=float(value)), step)
+
+  def image(self, tag, image, step):
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[:, :, None]
+    if image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    im_summ = tf.Summary.Image(encoded_image_string=encode_png(image), colorspace=3,
+                               height=image.shape[0], width=image.shape[1])
+    self._write_event(tf.Summary.Value(tag=tag, image=im_summ), step)
+
+  def images(self, tag, images, step):
+    self.image(tag, tile_imgs(images), step=step)
