@@ -14,7 +14,8 @@ def nonlinearity(x):
   return tf.nn.swish(x)
 
 
-def group_norm(x, *, name, num_groups=32, eps=1e-6):
+def group_norm(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_initializer(),
+               beta_initializer=tf.zeros_initializer()):
   """Group normalization (Wu & He 2018) over [H, W, C/G] per group, then the per-channel affine gamma, beta.
 
   Same variables (`<name>/beta`, `<name>/gamma`, created in that order) and the same numbers as
@@ -23,8 +24,8 @@ def group_norm(x, *, name, num_groups=32, eps=1e-6):
   B, H, W, C = x.shape.as_list()
   assert C % num_groups == 0, 'channels {} not divisible by {} groups'.format(C, num_groups)
   with tf.variable_scope(name):
-    beta = tf.get_variable('beta', shape=[C], initializer=tf.zeros_initializer())
-    gamma = tf.get_variable('gamma', shape=[C], initializer=tf.ones_initializer())
+    beta = tf.get_variable('beta', shape=[C], initializer=beta_initializer)
+    gamma = tf.get_variable('gamma', shape=[C], initializer=gamma_initializer)
     xg = tf.reshape(x, [-1, H, W, num_groups, C // num_groups])
     mean, var = tf.nn.moments(xg, axes=[1, 2, 4], keep_dims=True)
     xg = (xg - mean) * tf.rsqrt(var + eps)
