@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from . import nn
-from .diffusion_core import GaussianDiffusionBase, noise_like
+from .diffusion_core import GaussianDiffusionBase, noise_like, step_noise_like  # noqa: F401 (noise_like: API)
 from .diffusion_utils_2 import get_beta_schedule  # noqa: F401 (scripts import it from here, as in the original)
 
 LOSS_TYPES = ('noisepred',)
@@ -67,7 +67,7 @@ class GaussianDiffusion(GaussianDiffusionBase):
   def p_sample(self, denoise_fn, *, x, t, noise_fn, clip_denoised=True, repeat_noise=False):
     """Sample x_{t-1} ~ p(x_{t-1} | x_t) = N(mu_theta, beta~_t I) (DDPM Algorithm 2)."""
     model_mean, _, model_log_variance = self.p_mean_variance(denoise_fn, x=x, t=t, clip_denoised=clip_denoised)
-    noise = noise_like(x.shape.as_list(), noise_fn, repeat_noise)
+    noise = step_noise_like(x, noise_fn, repeat=repeat_noise)
     return self._sample_from_mean(model_mean, model_log_variance, t, noise)
 
   def p_sample_loop(self, denoise_fn, *, shape, noise_fn=tf.random_normal):

@@ -8,7 +8,7 @@ import tensorflow.compat.v1 as tf
 
 from . import nn
 from . import utils
-from .diffusion_core import GaussianDiffusionBase, noise_like  # noqa: F401 (noise_like is part of this module's API)
+from .diffusion_core import GaussianDiffusionBase, noise_like, step_noise_like  # noqa: F401 (noise_like: API)
 
 MODEL_MEAN_TYPES = ('eps', 'xstart', 'xprev')
 MODEL_VAR_TYPES = ('fixedlarge', 'fixedsmall', 'learned')
@@ -152,7 +152,7 @@ class GaussianDiffusion2(GaussianDiffusionBase):
     """Sample x_{t-1} ~ p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I)."""
     model_mean, _, model_log_variance, pred_xstart = self.p_mean_variance(
       denoise_fn, x=x, t=t, clip_denoised=clip_denoised, return_pred_xstart=True)
-    noise = noise_fn(shape=x.shape.as_list(), dtype=x.dtype)
+    noise = step_noise_like(x, noise_fn)
     sample = self._sample_from_mean(model_mean, model_log_variance, t, noise)
     assert sample.shape.as_list() == pred_xstart.shape.as_list()
     return (sample, pred_xstart) if return_pred_xstart else sample
