@@ -1,0 +1,78 @@
+"""Converts DDPM U-Net weights between the diffusers format and our TF checkpoints, without PyTorch.
+
+Published weights -> a TF checkpoint that `sample` / `evaluation` load (live weights, EMA shadows, global_step):
+
+  git clone https://huggingface.co/google/ddpm-cifar10-32 /data/ddpm-cifar10-32   # see docs/pretrained.md
+  python scripts/convert_diffusers_checkpoint.py to_tf --src /data/ddpm-cifar10-32 --out /data/ckpt_cifar10
+
+Our checkpoint (EMA weights by default) -> a diffusers UNet2DModel directory (config.json + safetensors):
+
+  python scripts/convert_diffusers_checkpoint.py to_diffusers --ckpt /data/ckpt_cifar10 --out /data/export \
+      --resolution 32
+
+`--src` may also be a pipeline clone whose U-Net is in its unet/ subfolder. Both commands print the matching
+hyper-parameters of our models/unet.model (ch, ch_mult, num_res_blocks, attn_resolutions).
+"""
+
+import json
+import os
+import sys
+
+import fire
+
+from diffusion_tf import checkpoints  # numpy only; TF is imported when a checkpoint is written or read
+
+
+def _hparams_text(hp):
+  return ('ch={}, ch_mult={}, num_res_blocks={}, attn_resolutions={}, image size {}x{}, {} -> {} channels'.format(
+    hp.ch, tuple(hp.ch_mult), hp.num_res_blocks, tuple(hp.attn_resolutions), hp.resolution, hp.resolution,
+    hp.in_ch, hp.out_ch))
+
+
+def to_tf(src, out, global_step=0, with_ema=True, prefix='model'):
+  """Reads a diffusers UNet2DModel directory `src`; writes the TF checkpoint directory `out` (new or empty).
+
+  The weights are saved under `<prefix>/...` (our unet.model names) and, with `with_ema`, also as the EMA shadows
+  `<name>/ExponentialMovingAverage`; `global_step` is stored as the int64 variable global_step.
+  """
+  if not isinstance(global_step, int) or global_step < 0:
+    raise checkpoints.CheckpointError('global_step = {!r}; expected a non-negative int'.format(global_step))
+  src = str(src)
+  if not os.path.isfile(os.path.join(src, checkpoints.CONFIG_NAME)) and os.path.isfile(
+      os.path.join(src, 'unet', checkpoints.CONFIG_NAME)):
+    src = os.path.join(src, 'unet')  # a pipeline directory (model_index.json + unet/ + scheduler/)
+  config, hp, state = checkpoints.read_diffusers_dir(src)
+  arrays = checkpoints.diffusers_to_tf(state, hp, prefix=prefix)
+  # The hyper-parameters of our unet.model that these weights need, for the record.
+  hparams = json.dumps(dict(hp._asdict(), source=os.path.abspath(src), dropout=config.get('dropout', 0.0)), indent=2)
+  ckpt = checkpoints.write_tf_checkpoint(str(out), arrays, global_step=global_step, with_ema=with_ema,
+                                         extra_files={'unet_hparams.json': hparams + '\n'})
+  n = sum(a.size for a in arrays.values())
+  print('wrote {} ({} variables, {:,} parameters{}); U-Net: {}'.format(
+    ckpt, len(arrays), n, ', with EMA shadows' if with_ema else '', _hparams_text(hp)))
+
+
+def to_diffusers(ckpt, out, resolution, ema=True, prefix='model'):
+  """Reads our TF checkpoint `ckpt` (a prefix, or a directory: its latest checkpoint); writes `out` (new or empty)
+  as a diffusers UNet2DModel directory. `resolution` is the image size the model was trained at (32 for CIFAR-10,
+  256 for CelebA-HQ / LSUN); `ema` picks the EMA weights (the ones the paper samples with) over the live ones."""
+  values = checkpoints.read_tf_checkpoint(str(ckpt))
+  arrays = checkpoints.unet_weights_from_tf(values, ema=bool(ema), prefix=prefix)
+  hp = checkpoints.unet_hparams_from_tf(arrays, resolution=resolution, prefix=prefix)
+  state = checkpoints.tf_to_diffusers(arrays, hp, prefix=prefix)
+  checkpoints.write_diffusers_dir(str(out), hp, state)
+  print('wrote {} ({} weights of {}, {} tensors); U-Net: {}'.format(
+    out, 'EMA' if ema else 'live', ckpt, len(state), _hparams_text(hp)))
+
+
+def main(argv=None):
+  """Runs the command in `argv` (default: sys.argv[1:]); a CheckpointError exits with status 2 and one line."""
+  try:
+    fire.Fire({'to_tf': to_tf, 'to_diffusers': to_diffusers}, command=argv)
+  except checkpoints.CheckpointError as e:
+    print('error: {}'.format(e), file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  main()
