@@ -88,14 +88,46 @@ def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimiz
   return train_op, gnorm
 
 
+class WeightEMA:
+  """Exponential moving averages of variables: shadow <- shadow - (1 - decay) (shadow - variable).
+
+  The same shadow variables (`<variable>/ExponentialMovingAverage`, initialised to the variable's initial value) and
+  the same update as tf.train.ExponentialMovingAverage(decay).apply(var_list), so the released checkpoints restore
+  into it; built without the per-variable tf.cond that `apply` adds, which made graph construction 3-4x slower.
+  """
+
+  def __init__(self, decay, var_list):
+    self._averages = {}
+    updates = []
+    for var in var_list:
+      with tf.variable_scope(var.op.name, auxiliary_name_scope=False), tf.colocate_with(var):
+        avg = tf.get_variable('ExponentialMovingAverage', initializer=var.initial_value, trainable=False)
+      assert avg.op.name == var.op.name + '/ExponentialMovingAverage', avg.op.name
+      self._averages[var.op.name] = avg
+      with tf.colocate_with(avg):
+        updates.append(avg.assign_sub((1. - decay) * (avg - var)))
+    self.update_op = tf.group(*updates, name='ema_update')
+
+  def average(self, var):
+    """The shadow of `var`, or None if it has none."""
+    return self._averages.get(var.op.name)
+
+  def average_name(self, var):
+    return var.op.name + '/ExponentialMovingAverage'
+
+  def variables_to_restore(self):
+    """{checkpoint name: variable} mapping each shadow name to itself (as the tf.train class does for shadows)."""
+    return {avg.op.name: avg for avg in self._averages.values()}
+
+
 def make_ema(*, global_step, ema_decay, trainable_variables):
-  """Exponential moving average of the weights; the decay is ~0 at step 0 so the average starts at the weights.
+  """EMA of the weights; the decay is ~0 at step 0 so the average starts at the weights. Returns (ema, update op).
 
   Shadow variables are named `<variable>/ExponentialMovingAverage`, as in the released checkpoints.
   """
-  ema = tf.train.ExponentialMovingAverage(decay=tf.where(tf.less(global_step, 1), 1e-10, ema_decay))
-  ema_op = ema.apply(trainable_variables)
-  return ema, ema_op
+  decay = tf.where(tf.less(global_step, 1), 1e-10, ema_decay)
+  ema = WeightEMA(decay, trainable_variables)
+  return ema, ema.update_op
 
 
 @contextlib.contextmanager

@@ -100,3 +100,35 @@ def test_data_scaling_round_trips():
   y = utils.normalize_data(x)
   assert y.min() == -1. and y.max() == 1.
   np.testing.assert_allclose(utils.unnormalize_data(y), x, atol=1e-4)
+
+
+def test_weight_ema_matches_tf_exponential_moving_average():
+  """Same shadow names and the same values after a few updates as tf.train.ExponentialMovingAverage.apply."""
+  def build(use_tf):
+    with tf.variable_scope('model'):
+      a = tf.get_variable('a', initializer=tf.constant([1., 2.]))
+      b = tf.get_variable('sub/b', initializer=tf.constant(3.))
+    step = tf.train.get_or_create_global_step()
+    if use_tf:
+      ema = tf.train.ExponentialMovingAverage(decay=tf.where(tf.less(step, 1), 1e-10, 0.9))
+      op = ema.apply([a, b])
+    else:
+      ema, op = utils.make_ema(global_step=step, ema_decay=0.9, trainable_variables=[a, b])
+    train = [a.assign_add([1., -1.]), b.assign(b * 2.), step.assign_add(1)]
+    return a, b, ema, op, train
+
+  results = []
+  for use_tf in [True, False]:
+    with tf.Graph().as_default(), tf.Session() as sess:
+      a, b, ema, op, train = build(use_tf)
+      names = sorted(v.op.name for v in tf.global_variables())
+      sess.run(tf.global_variables_initializer())
+      for _ in range(4):
+        sess.run(op)
+        sess.run(train)
+      results.append((names, sess.run([ema.average(a), ema.average(b)])))
+  (names_tf, vals_tf), (names_ours, vals_ours) = results
+  assert names_tf == names_ours
+  assert 'model/sub/b/ExponentialMovingAverage' in names_ours
+  for x, y in zip(vals_tf, vals_ours):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
