@@ -1,0 +1,184 @@
+"""The offline demo (`make demo`): train a small DDPM on the embedded handwritten digits on this machine's CPU for a
+few minutes, then sample from its EMA weights and measure its bits/dim. No network, no GPU needed.
+
+It runs the same code as the paper's CIFAR-10 script (scripts/run_cifar.py: train, sample, simple_eval) with a
+small configuration: scikit-learn's 8x8 digits (grey, as RGB), a 0.5M-parameter U-Net ('demo': ch 32,
+ch_mult (1, 2, 2), one residual block per level), the paper's T = 1000 linear betas, batch 32, lr 1e-3 with 100
+warm-up steps, EMA decay 0.995 (the paper's 0.9999 averages over far more steps than a short run has), no dropout
+and no flips (digits are not mirror-symmetric).
+
+Outputs, in demo_output/<time>/ (printed at the end):
+  model/                        the training run (checkpoints, kwargs.json, TensorBoard events)
+  samples.png, samples_x4.png   64 samples of the ancestral sampler with the EMA weights (native 8x8, and x4)
+  samples.npz                   the samples, uint8 [64, 8, 8, 3] (arr_0)
+  data.png                      64 training images, for comparison
+  loss.csv, loss.png            the training loss curve
+  bpd.npz                       bits/dim of test images: total, per-timestep terms, prior, mse
+  summary.json                  the numbers and paths
+
+  python3 scripts/demo.py [--train_secs=330] [--out_dir=demo_output]
+"""
+
+import datetime
+import glob
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.dirname(__file__)))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+
+import numpy as np  # noqa: E402
+
+DEMO_CONFIG = dict(
+  dataset='digits', resolution=8, model_name='demo', num_diffusion_timesteps=1000, beta_start=0.0001,
+  beta_end=0.02, beta_schedule='linear', total_bs=32, lr=1e-3, warmup=100, ema_decay=0.995, dropout=0.,
+  randflip=0, save_summary_steps=10, log_every_steps=200, save_checkpoints_secs=60, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loss curve, drawn with PIL (no matplotlib)
+
+def read_scalars(model_dir, tag):
+  """[(step, value)] of a scalar summary in a run's event files, sorted by step (the last value of a step wins)."""
+  import tensorflow.compat.v1 as tf
+  values = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, 'events.out.tfevents.*'))):
+    try:
+      for event in tf.train.summary_iterator(path):
+        for v in event.summary.value:
+          if v.tag == tag:
+            values[int(event.step)] = float(v.simple_value)
+    except tf.errors.DataLossError:  # a run killed while writing leaves a cut-short last record
+      pass
+  return sorted(values.items())
+
+
+def smooth(values, weight=0.9):
+  """Exponential smoothing as TensorBoard draws it: s_i = w s_{i-1} + (1 - w) v_i, debiased."""
+  out, acc, norm = [], 0., 0.
+  for v in values:
+    acc, norm = weight * acc + (1 - weight) * v, weight * norm + (1 - weight)
+    out.append(acc / norm)
+  return out
+
+
+def draw_curve(path, points, *, title, width=720, height=420):
+  """Plot (step, value) points on a log-scale y axis into a PNG: raw values in light grey, smoothed in blue."""
+  from PIL import Image, ImageDraw, ImageFont
+  steps = np.array([p[0] for p in points], np.float64)
+  values = np.maximum(np.array([p[1] for p in points], np.float64), 1e-8)
+  left, right, top, bottom = 70, 20, 40, 50
+  img = Image.new('RGB', (width, height), 'white')
+  draw = ImageDraw.Draw(img)
+  font = ImageFont.load_default()
+  x0, x1 = steps.min(), max(steps.max(), steps.min() + 1)
+  ly = np.log10(values)
+  y0, y1 = np.floor(ly.min() * 2) / 2, np.ceil(ly.max() * 2) / 2
+  y1 = max(y1, y0 + 0.5)
+  px = lambda s: left + (s - x0) / (x1 - x0) * (width - left - right)
+  py = lambda lv: top + (y1 - lv) / (y1 - y0) * (height - top - bottom)
+  # axes, grid and labels
+  draw.rectangle([left, top, width - right, height - bottom], outline='black')
+  for k in np.arange(y0, y1 + 1e-9, 0.5):
+    y = py(k)
+    draw.line([left, y, width - right, y], fill=(225, 225, 225))
+    draw.text((5, y - 6), '{:.3g}'.format(10 ** k), fill='black', font=font)
+  for s in np.linspace(x0, x1, 6):
+    x = px(s)
+    draw.line([x, top, x, height - bottom], fill=(225, 225, 225))
+    draw.text((x - 12, height - bottom + 6), '{:d}'.format(int(round(s))), fill='black', font=font)
+  draw.text((width // 2 - 20, height - 20), 'step', fill='black', font=font)
+  draw.text((left, 12), title, fill='black', font=font)
+  raw = [(px(s), py(v)) for s, v in zip(steps, ly)]
+  smoothed = [(px(s), py(v)) for s, v in zip(steps, smooth(list(ly)))]
+  if len(raw) > 1:
+    draw.line(raw, fill=(190, 190, 190), width=1)
+    draw.line(smoothed, fill=(31, 119, 180), width=2)
+  from diffusion_tf import utils
+  utils.write_png(path, np.asarray(img))
+
+
+def upscale(img, factor):
+  """Nearest-neighbour upscaling of an [H, W(, C)] uint8 image."""
+  return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, **overrides):
+  """Train, sample, and measure the demo model; see the module docstring. Other flags (e.g. --total_bs=64, --lr)
+  change DEMO_CONFIG."""
+  unknown = sorted(set(overrides) - set(DEMO_CONFIG))
+  if unknown:
+    from diffusion_tf.tpu_utils.tpu_utils import UsageError
+    raise UsageError('unknown flag(s) {}; expected demo flags or one of {}'.format(
+      ', '.join('--' + k for k in unknown), ', '.join(sorted(DEMO_CONFIG))))
+  config = dict(DEMO_CONFIG, **overrides)
+  t_start = time.time()
+  import run_cifar  # the paper's CIFAR-10 script; importing it sets up TensorFlow quietly
+  from diffusion_tf import utils
+  from diffusion_tf.tpu_utils import datasets
+
+  run_dir = os.path.abspath(os.path.join(out_dir, datetime.datetime.now().strftime('%Y%m%d-%H%M%S')))
+  model_dir = os.path.join(run_dir, 'model')
+  print('== diffusion_tf demo: DDPM on 8x8 handwritten digits, {} s of training on CPU -> {}'.format(
+    train_secs, run_dir), flush=True)
+
+  # 1. train
+  print('\n== 1/4 training (run_cifar.py train, config {})'.format(
+    ', '.join('{}={}'.format(k, v) for k, v in sorted(config.items()))), flush=True)
+  run_cifar.train(exp_name='demo', model_dir=model_dir, max_train_secs=train_secs, **config)
+
+  # 2. sample with the EMA weights (the original ancestral sampler, all T steps)
+  print('\n== 2/4 sampling {} images with the EMA weights (run_cifar.py sample)'.format(num_samples), flush=True)
+  sample_dir = os.path.join(run_dir, 'sample')
+  run_cifar.sample(model_dir=model_dir, out_dir=sample_dir, num_samples=num_samples, batch_size=num_samples)
+  samples = np.load(os.path.join(sample_dir, 'samples.npz'))['arr_0']
+  utils.save_tiled_imgs(os.path.join(run_dir, 'samples.png'), samples)
+  utils.write_png(os.path.join(run_dir, 'samples_x4.png'), upscale(utils.tile_imgs(samples), 4))
+  os.replace(os.path.join(sample_dir, 'samples.npz'), os.path.join(run_dir, 'samples.npz'))
+  real = datasets.load_digits_images(config['resolution'])[:num_samples]
+  utils.write_png(os.path.join(run_dir, 'data.png'), upscale(utils.tile_imgs(real), 4))
+
+  # 3. loss curve
+  print('\n== 3/4 loss curve', flush=True)
+  points = read_scalars(model_dir, 'train/loss')
+  csv = 'step,loss\n' + ''.join('{},{:.6f}\n'.format(s, v) for s, v in points)
+  utils.atomic_write_bytes(os.path.join(run_dir, 'loss.csv'), csv.encode())
+  draw_curve(os.path.join(run_dir, 'loss.png'), points,
+             title='training loss (eps mse), {} summaries; blue: smoothed'.format(len(points)))
+
+  # 4. bits/dim on test images (the variational bound, all T terms)
+  print('\n== 4/4 bits/dim of {} test images (run_cifar.py simple_eval --mode=bpd_eval)'.format(bpd_images),
+        flush=True)
+  run_cifar.simple_eval(model_dir=model_dir, mode='bpd_eval', total_bs=bpd_images, max_batches=1)
+  bpd_file, = glob.glob(os.path.join(model_dir, 'simple_eval', 'bpd_eval_*.npz'))
+  os.replace(bpd_file, os.path.join(run_dir, 'bpd.npz'))
+  with np.load(os.path.join(run_dir, 'bpd.npz')) as bpd:
+    total_bpd, prior_bpd, step = float(bpd['total_bpd'].mean()), float(bpd['prior_bpd'].mean()), int(bpd['step'])
+
+  summary = dict(
+    steps=step, final_loss=points[-1][1] if points else None, test_bits_per_dim=total_bpd,
+    test_prior_bits_per_dim=prior_bpd, num_bpd_images=bpd_images, seconds=round(time.time() - t_start),
+    config=config, model_dir=model_dir)
+  utils.atomic_write_bytes(os.path.join(run_dir, 'summary.json'),
+                           (json.dumps(summary, indent=2, sort_keys=True) + '\n').encode())
+  print('\n== done in {:.0f} s: {} training steps, final loss {:.4f}, test bits/dim {:.3f}'.format(
+    time.time() - t_start, step, summary['final_loss'] or float('nan'), total_bpd))
+  for name, what in [('samples_x4.png', '64 samples (EMA weights), 4x enlarged'),
+                     ('samples.png', 'the same at their native 8x8'),
+                     ('data.png', '64 training digits, for comparison'),
+                     ('loss.png', 'training loss curve (loss.csv: the numbers)'),
+                     ('bpd.npz', 'bits/dim: total_bpd, terms_bpd, prior_bpd, mse'),
+                     ('summary.json', 'these numbers'),
+                     ('model', 'the checkpoints and TensorBoard logs')]:
+    print('  {:<70s} {}'.format(os.path.join(run_dir, name), what))
+  print('DDIM, 50 steps, from this model:\n  .venv/bin/python scripts/run_cifar.py sample --model_dir={} '
+        '--sampler=ddim --num_inference_steps=50 --num_samples=64'.format(model_dir))
+
+
+if __name__ == '__main__':
+  from diffusion_tf.tpu_utils import script_utils
+  script_utils.run_cli(script_utils.subcommands(main=main)['main'], name='demo.py')

@@ -1,0 +1,298 @@
+"""DDPM on CIFAR-10 (Ho, Jain, Abbeel 2020, sec. 4): the U-Net 'unet2d16b2' (35.7M parameters), T = 1000, linear
+betas 1e-4..0.02, the simplified eps objective, fixed variance beta_t, batch 128, lr 2e-4 with 5000 warm-up steps,
+dropout 0.1, random flips, EMA 0.9999 (FID 3.17, IS 9.46 after 800k steps on a TPU v3-8).
+
+Subcommands (python3 scripts/run_cifar.py SUBCOMMAND --help):
+  train        train a model; resumes an existing run
+  evaluation   watch a run's checkpoints: EMA samples, image grids, IS and FID against the train and test sets
+  simple_eval  bits/dim on the train or test set (bpd_train, bpd_eval), or progressive samples, as .npz
+  sample       draw samples from a checkpoint (ddpm / ddim / pndm), PNG grid + .npz or PNGs
+
+The paper's run, on a Cloud TPU with the bucket gs://$BUCKET_PREFIX-$REGION (data in tensorflow_datasets/ there):
+  python3 scripts/run_cifar.py train --exp_name=cifar --tpu_name=$TPU_NAME --bucket_name_prefix=$BUCKET_PREFIX
+  python3 scripts/run_cifar.py evaluation --model_dir=gs://$BUCKET_PREFIX-$REGION/logs/9999-99-99/cifar_cifar10_... \\
+    --tpu_name=$EVAL_TPU_NAME --bucket_name_prefix=$BUCKET_PREFIX
+The same on this machine (CPU or GPUs), with local directories:
+  python3 scripts/run_cifar.py train --exp_name=cifar --log_dir=logs --tfds_data_dir=tensorflow_datasets
+  python3 scripts/run_cifar.py sample --model_dir=logs/9999-99-99/cifar_cifar10_... --sampler=ddim \\
+    --num_inference_steps=50 --num_samples=64
+See docs/scripts.md for every flag.
+"""
+
+import functools
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+
+from diffusion_tf.tpu_utils import script_utils  # noqa: E402
+
+script_utils.quiet_tensorflow()
+
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule, LOSS_TYPES  # noqa: E402
+from diffusion_tf.diffusion_utils_2 import MODEL_MEAN_TYPES, MODEL_VAR_TYPES  # noqa: E402
+from diffusion_tf.models import unet  # noqa: E402
+from diffusion_tf.tpu_utils import datasets, simple_eval_worker, tpu_utils  # noqa: E402
+from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
+
+# U-Net configurations by name. 'unet2d16b2' is the paper's; the small ones are for the offline demo and tests.
+MODEL_CONFIGS = {
+  'unet2d16b2': dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,)),  # 35.7M params
+  'demo': dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
+  'tiny': dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,)),
+}
+DATASETS = ('cifar10', 'digits')
+OPTIMIZERS = ('adam', 'rmsprop')
+
+
+class Model(tpu_utils.Model):
+  def __init__(self, *, model_name, betas, model_mean_type: str, model_var_type: str, loss_type: str,
+               num_classes: int, dropout: float, randflip):
+    self.model_name = model_name
+    self.diffusion = GaussianDiffusion2(
+      betas=betas, model_mean_type=model_mean_type, model_var_type=model_var_type, loss_type=loss_type)
+    self.num_classes = num_classes
+    self.dropout = dropout
+    self.randflip = randflip
+
+  def _denoise(self, x, t, y, dropout):
+    B, H, W, C = x.shape.as_list()
+    assert x.dtype == tf.float32
+    assert t.shape == [B] and t.dtype in [tf.int32, tf.int64]
+    assert y.shape == [B] and y.dtype in [tf.int32, tf.int64]
+    out_ch = (C * 2) if self.diffusion.model_var_type == 'learned' else C
+    y = None
+    if self.model_name not in MODEL_CONFIGS:
+      raise NotImplementedError(self.model_name)
+    return unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
+                      **MODEL_CONFIGS[self.model_name])
+
+  def train_fn(self, x, y):
+    B, H, W, C = x.shape.as_list()
+    if self.randflip:
+      x = tf.image.random_flip_left_right(x)
+      assert x.shape.as_list() == [B, H, W, C]
+    t = tf.random_uniform([B], 0, self.diffusion.num_timesteps, dtype=tf.int32)
+    losses = self.diffusion.training_losses(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=self.dropout), x_start=x, t=t)
+    assert losses.shape == t.shape == [B]
+    return {'loss': tf.reduce_mean(losses)}
+
+  def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
+    return {
+      'samples': self.diffusion.p_sample_loop(
+        denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+        shape=dummy_noise.shape.as_list(),
+        noise_fn=noise_fn)
+    }
+
+  def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
+    # 20 x_0 predictions along the chain (every 50 steps for T = 1000, as in the original)
+    samples, progressive_samples = self.diffusion.p_sample_loop_progressive(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+      shape=dummy_noise.shape.as_list(),
+      noise_fn=noise_fn,
+      include_xstartpred_freq=max(1, self.diffusion.num_timesteps // 20))
+    return {'samples': samples, 'progressive_samples': progressive_samples}
+
+  def bpd_fn(self, x, y):
+    total_bpd_b, terms_bpd_bt, prior_bpd_b, mse_bt = self.diffusion.calc_bpd_loop(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+      x_start=x)
+    return {
+      'total_bpd': total_bpd_b,
+      'terms_bpd': terms_bpd_bt,
+      'prior_bpd': prior_bpd_b,
+      'mse': mse_bt
+    }
+
+
+def _load_model(kwargs, ds):
+  return Model(
+    model_name=kwargs['model_name'],
+    betas=get_beta_schedule(
+      kwargs['beta_schedule'], beta_start=kwargs['beta_start'], beta_end=kwargs['beta_end'],
+      num_diffusion_timesteps=kwargs['num_diffusion_timesteps']),
+    model_mean_type=kwargs['model_mean_type'],
+    model_var_type=kwargs['model_var_type'],
+    loss_type=kwargs['loss_type'],
+    num_classes=ds.num_classes,
+    dropout=kwargs['dropout'],
+    randflip=kwargs['randflip'])
+
+
+def _validate_kwargs(kwargs):
+  """Check the model/diffusion/optimizer settings of train() (or of a kwargs.json) before anything is built."""
+  c = script_utils
+  c.check_choice('dataset', kwargs['dataset'], DATASETS)
+  c.check_choice('model_name', kwargs['model_name'], sorted(MODEL_CONFIGS))
+  c.check_choice('model_mean_type', kwargs['model_mean_type'], MODEL_MEAN_TYPES)
+  c.check_choice('model_var_type', kwargs['model_var_type'], MODEL_VAR_TYPES)
+  c.check_choice('loss_type', kwargs['loss_type'], LOSS_TYPES)
+  if kwargs['model_var_type'] == 'learned' and kwargs['loss_type'] == 'mse':
+    raise tpu_utils.UsageError("model_var_type='learned' with loss_type='mse': the mse loss does not train the "
+                               "variance; expected loss_type='kl' (or a fixed variance type)")
+  c.check_beta_schedule(kwargs)
+  c.check_number('dropout', kwargs['dropout'], low=0., high=1., high_inclusive=False)
+  c.check_bool('randflip', kwargs['randflip'])
+  if kwargs.get('resolution') is not None:
+    c.check_int('resolution', kwargs['resolution'])
+    if kwargs['dataset'] != 'digits' and kwargs['resolution'] != script_utils.IMAGE_SIZES[kwargs['dataset']]:
+      raise tpu_utils.UsageError('resolution={!r}: {} images are {}x{}; only digits has other sizes'.format(
+        kwargs['resolution'], kwargs['dataset'], *[script_utils.IMAGE_SIZES[kwargs['dataset']]] * 2))
+  script_utils.check_model_config(kwargs['model_name'], MODEL_CONFIGS, script_utils.image_size_of(kwargs))
+
+
+def _validate_train_kwargs(kwargs):
+  c = script_utils
+  _validate_kwargs(kwargs)
+  c.check_str('exp_name', kwargs['exp_name'])
+  c.check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
+  c.check_int('total_bs', kwargs['total_bs'])
+  c.check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
+  c.check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
+  c.check_int('warmup', kwargs['warmup'], minimum=0)
+  c.check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
+  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps']:
+    c.check_int(name, kwargs[name])
+  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
+    c.check_int(name, kwargs[name], allow_none=True)
+  if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
+    raise tpu_utils.UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
+  c.check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
+
+
+def train(
+    exp_name, tpu_name=None, bucket_name_prefix=None, model_name='unet2d16b2', dataset='cifar10', optimizer='adam',
+    total_bs=128, grad_clip=1., lr=2e-4, warmup=5000, num_diffusion_timesteps=1000, beta_start=0.0001,
+    beta_end=0.02, beta_schedule='linear', model_mean_type='eps', model_var_type='fixedlarge', loss_type='mse',
+    dropout=0.1, randflip=1, tfds_data_dir='tensorflow_datasets', log_dir='logs', keep_checkpoint_max=2,
+    # Not in the original: where and how long to run.
+    region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
+    save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999, resolution=None, num_gpus=None,
+    num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None):
+  """Train a diffusion model; the defaults are the paper's CIFAR-10 run.
+
+  The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
+  --bucket_name_prefix, log_dir and tfds_data_dir are inside gs://{bucket_name_prefix}-{region}. An existing run
+  directory is resumed from its latest checkpoint. --tpu_name trains on that Cloud TPU, otherwise on this machine's
+  GPUs (all visible, or --num_gpus) or CPU. Checkpoints every --save_checkpoints_steps steps or
+  --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max; --max_steps bounds the run.
+  model_name: unet2d16b2 (the paper's), demo or tiny (small configs); dataset: cifar10 or digits (offline).
+  """
+  kwargs = dict(locals())
+  _validate_train_kwargs(kwargs)
+  paths = Paths(bucket_name_prefix, region)
+  ds = datasets.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution)
+  kwargs['image_size'] = ds.image_size
+  script_utils.check_model_config(model_name, MODEL_CONFIGS, ds.image_size)
+  exp_name_full = (
+    '{exp_name}_{dataset}_{model_name}_{optimizer}_bs{total_bs}_lr{lr}w{warmup}_beta{beta_start}-{beta_end}-'
+    '{beta_schedule}_t{num_diffusion_timesteps}_{model_mean_type}-{model_var_type}-{loss_type}_dropout{dropout}_'
+    'randflip{randflip}'.format(**kwargs))
+  if ema_decay != 0.9999:
+    exp_name_full += '_ema{}'.format(ema_decay)
+  if resolution is not None:
+    exp_name_full += '_res{}'.format(resolution)
+  tpu_utils.run_training(
+    date_str=date_str,
+    exp_name=exp_name_full,
+    model_dir=paths.resolve(model_dir),
+    model_constructor=lambda: _load_model(kwargs, ds),
+    optimizer=optimizer,
+    total_bs=total_bs,
+    lr=lr,
+    warmup=warmup,
+    grad_clip=grad_clip,
+    ema_decay=ema_decay,
+    train_input_fn=ds.train_input_fn,
+    tpu=tpu_name,
+    log_dir=paths.resolve(log_dir),
+    dump_kwargs=kwargs,
+    iterations_per_loop=iterations_per_loop,
+    keep_checkpoint_max=keep_checkpoint_max,
+    max_steps=max_steps or int(1e10),
+    save_checkpoints_steps=save_checkpoints_steps,
+    save_checkpoints_secs=save_checkpoints_secs,
+    save_summary_steps=save_summary_steps,
+    log_every_steps=log_every_steps,
+    num_gpus=num_gpus,
+    num_cpu_replicas=num_cpu_replicas,
+    seed=seed,
+    max_train_secs=max_train_secs)
+
+
+def evaluation(  # evaluation loop for use during training
+    model_dir, tpu_name=None, bucket_name_prefix=None, once=False, dump_samples_only=False, total_bs=256,
+    tfds_data_dir='tensorflow_datasets', load_ckpt=None,
+    # Not in the original:
+    region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
+    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0):
+  """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
+  image grid, and the Inception Score and FID against the training set and the test set (TensorBoard under
+  model_dir/eval, and a JSON per checkpoint). --once evaluates the latest checkpoint (or --load_ckpt) and stops;
+  --dump_samples_only writes the samples (.npz, arr_0 uint8) without metrics; --non_ema_pass also evaluates the raw
+  weights. The Inception graph comes from --inception_graph or $DIFFUSION_TF_INCEPTION_GRAPH; real-data statistics
+  are cached in --stats_dir (default: <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long
+  without a new checkpoint.
+  """
+  paths = Paths(bucket_name_prefix, region)
+  model_dir = paths.resolve(model_dir)
+  kwargs = tpu_utils.load_train_kwargs(model_dir)
+  _validate_kwargs(kwargs)
+  tfds_data_dir = paths.resolve(tfds_data_dir)
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
+  worker = tpu_utils.EvalWorker(
+    tpu_name=tpu_name,
+    model_constructor=lambda: _load_model(kwargs, ds),
+    total_bs=total_bs,
+    num_inception_samples=num_inception_samples,
+    dataset=ds,
+    inception_graph=inception_graph,
+    stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir),
+    num_gpus=num_gpus)
+  worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
+             load_ckpt=paths.resolve(load_ckpt), poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed)
+
+
+def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eval', load_ckpt=None, total_bs=256,
+                tfds_data_dir='tensorflow_datasets',
+                # Not in the original:
+                region=None, ema=True, max_batches=None, num_gpus=None, seed=0):
+  """Bits/dim or progressive samples of one checkpoint (--load_ckpt: a prefix, or default the latest), as .npz in
+  model_dir/simple_eval/.
+
+  mode: bpd_train (the training set, one pass), bpd_eval (the test set): total bits/dim [N], per-timestep terms
+  [N, T], prior [N] and the x_0 mse [N, T]; progressive_samples: one batch of samples with their x_0 predictions
+  along the chain. --max_batches stops a bpd pass early (the results written so far are kept; a rerun resumes).
+  """
+  paths = Paths(bucket_name_prefix, region)
+  model_dir = paths.resolve(model_dir)
+  kwargs = tpu_utils.load_train_kwargs(model_dir)
+  _validate_kwargs(kwargs)
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(tfds_data_dir),
+                            resolution=kwargs.get('resolution'))
+  worker = simple_eval_worker.SimpleEvalWorker(
+    tpu_name=tpu_name,
+    model_constructor=lambda: _load_model(kwargs, ds),
+    total_bs=total_bs,
+    dataset=ds,
+    num_gpus=num_gpus)
+  worker.run(mode=mode, logdir=model_dir, load_ckpt=paths.resolve(load_ckpt), ema=ema, max_batches=max_batches,
+             seed=seed)
+
+
+SCRIPT = script_utils._Script(name='run_cifar.py', train_fn=train, load_model=_load_model,
+                              validate_kwargs=_validate_kwargs)
+sample = script_utils.make_sample_command(SCRIPT)
+
+
+def main(argv=None):
+  script_utils.run_cli(script_utils.subcommands(
+    train=train, evaluation=evaluation, simple_eval=simple_eval, sample=sample), argv=argv, name='run_cifar.py')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,151 @@
+"""Training infrastructure: resuming after SIGKILL, stopping on a NaN loss, TPU host-call summaries, the multi-replica
+(mirrored) path. Tiny configs: the embedded digits at 8x8, a 2-level U-Net with 32 channels, T = 10."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from helpers_scripts import PYTHON, SCRIPTS, checkpoint_steps, load_script, read_scalars
+
+from diffusion_tf.tpu_utils import datasets, tpu_summaries, tpu_utils
+
+TINY_DIGITS = ['--dataset=digits', '--resolution=8', '--model_name=tiny', '--num_diffusion_timesteps=10',
+               '--total_bs=4', '--warmup=2']
+
+
+def _train_cmd(model_dir, *extra):
+  return [PYTHON, os.path.join(SCRIPTS, 'run_cifar.py'), 'train', '--exp_name=kill'] + TINY_DIGITS + [
+    '--model_dir={}'.format(model_dir), '--save_summary_steps=1', '--log_every_steps=1'] + list(extra)
+
+
+def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(tmp_path):
+  model_dir = str(tmp_path / 'run')
+  with open(str(tmp_path / 'first.log'), 'w') as log:
+    proc = subprocess.Popen(_train_cmd(model_dir, '--save_checkpoints_steps=2', '--max_steps=100000'),
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+      deadline = time.time() + 240
+      while time.time() < deadline:  # wait until a checkpoint after step 0 is listed, then kill without warning
+        ckpt = tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None
+        if ckpt and tpu_utils.checkpoint_step(ckpt) >= 4:
+          break
+        assert proc.poll() is None, open(str(tmp_path / 'first.log')).read()
+        time.sleep(0.2)
+      else:
+        pytest.fail('no checkpoint after step 4 within 240 s')
+    finally:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+  killed_at = tpu_utils.checkpoint_step(tf.train.latest_checkpoint(model_dir))
+  assert killed_at >= 4
+
+  # The same command (with a bound on the steps) continues from there, without asking anything
+  result = subprocess.run(_train_cmd(model_dir, '--save_checkpoints_steps=2', '--max_steps={}'.format(killed_at + 3)),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+  out = result.stdout.decode()
+  assert result.returncode == 0, out
+  assert 'resuming from' in out and '(step {})'.format(killed_at) in out, out
+  assert max(checkpoint_steps(model_dir)) == killed_at + 3
+  loss_steps = sorted(read_scalars(model_dir)['train/loss'])
+  assert max(loss_steps) == killed_at + 3  # the step count continued
+  # kwargs.json is there and describes the run
+  assert tpu_utils.load_train_kwargs(model_dir)['model_name'] == 'tiny'
+
+
+class _NanAtStep3:
+  """A run_cifar Model whose loss becomes NaN from global step 3 on."""
+
+  def __new__(cls, **kwargs):
+    run_cifar = load_script('run_cifar')
+
+    class Model(run_cifar.Model):
+      def train_fn(self, x, y):
+        loss = super().train_fn(x, y)['loss']
+        nan_from_3 = tf.where(tf.train.get_or_create_global_step() >= 3, np.float32(np.nan), np.float32(0.))
+        return {'loss': loss + nan_from_3}
+
+    return Model(**kwargs)
+
+
+def test_nan_loss_stops_training_naming_the_step(tmp_path):
+  from diffusion_tf.diffusion_utils_2 import get_beta_schedule
+  ds = datasets.get_dataset('digits', resolution=8)
+  model_dir = str(tmp_path / 'run')
+  make_model = lambda: _NanAtStep3(
+    model_name='tiny', betas=get_beta_schedule('linear', beta_start=1e-4, beta_end=0.02, num_diffusion_timesteps=10),
+    model_mean_type='eps', model_var_type='fixedlarge', loss_type='mse', num_classes=1, dropout=0., randflip=0)
+  with pytest.raises(tpu_utils.NonFiniteLossError) as info:
+    tpu_utils.run_training(model_constructor=make_model, train_input_fn=ds.train_input_fn, total_bs=4,
+                           optimizer='adam', lr=1e-3, warmup=0, grad_clip=1., model_dir=model_dir,
+                           save_checkpoints_steps=2, max_steps=10, printer=lambda *_: None)
+  message = str(info.value)
+  assert info.value.step == 3 and 'at step 3' in message and 'model.ckpt-2' in message, message
+  # the last good checkpoint is kept and finite
+  assert checkpoint_steps(model_dir) == [0, 2]
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-2'))
+  for name in reader.get_variable_to_shape_map():
+    value = reader.get_tensor(name)
+    if np.issubdtype(np.asarray(value).dtype, np.floating):
+      assert np.all(np.isfinite(value)), name
+
+
+def _scalar_events(log_dir):
+  """{tag: {step: value}} of TF 2 summaries (stored as tensors) in log_dir."""
+  out = {}
+  for name in os.listdir(log_dir):
+    for event in tf.train.summary_iterator(os.path.join(log_dir, name)):
+      for v in event.summary.value:
+        out.setdefault(v.tag, {})[int(event.step)] = float(tf.make_ndarray(v.tensor))
+  return out
+
+
+def test_tpu_host_call_reduces_per_core_values_and_writes_every_n_steps(tmp_path):
+  """The host side of TPU summaries: values arrive as [num_cores] (here 2 cores); the host writes their mean every
+  save_summary_steps steps."""
+  from tensorflow.python.ops import summary_ops_v2
+  with tf.Graph().as_default():
+    global_step = tf.train.get_or_create_global_step()
+    summ = tpu_summaries.TpuSummaries(str(tmp_path), save_summary_steps=2)
+    summ.scalar('train/loss', tf.constant(1.0))
+    summ.scalar('train/lr', tf.constant(0.5))
+    host_fn, tensors = summ.get_host_call()
+    assert [t.shape.as_list() for t in tensors] == [[1], [1], [1]]
+    two_cores = [tf.concat([t, t], 0) for t in tensors]
+    two_cores[1] = tf.constant([1.0, 2.0])  # the two cores' losses differ
+    ops = host_fn(*two_cores)
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      sess.run(summary_ops_v2.summary_writer_initializer_op())
+      for _ in range(5):
+        sess.run(ops)
+        sess.run(global_step.assign_add(1))
+      sess.run(summary_ops_v2.flush(writer=summary_ops_v2.summary_writer_initializer_op()[0].inputs[0]))
+  events = _scalar_events(str(tmp_path))
+  assert events['train/loss'] == {0: 1.5, 2: 1.5, 4: 1.5}
+  assert events['train/lr'] == {0: 0.5, 2: 0.5, 4: 0.5}
+
+
+def test_mirrored_training_on_two_cpu_replicas(tmp_path, capsys):
+  """The multi-device path (an Estimator with a MirroredStrategy, as for several GPUs) on 2 CPU devices: per-replica
+  batches, EMA shadows in the checkpoint, summaries."""
+  run_cifar = load_script('run_cifar')
+  model_dir = str(tmp_path / 'run')
+  run_cifar.train(exp_name='m', dataset='digits', resolution=8, model_name='tiny', num_diffusion_timesteps=10,
+                  total_bs=4, warmup=2, model_dir=model_dir, max_steps=2, save_checkpoints_steps=2,
+                  save_summary_steps=1, num_cpu_replicas=2)
+  out = capsys.readouterr().out
+  assert 'mirrored, replicas=2' in out and 'per replica 2' in out, out
+  assert checkpoint_steps(model_dir)[-1] == 2
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-2'))
+  names = reader.get_variable_to_shape_map()
+  w, w_ema = 'model/conv_in/W', 'model/conv_in/W/ExponentialMovingAverage'
+  assert w_ema in names
+  # after 2 steps with decay 0.9999 the average is still (almost) the step-0 weights, which the updates moved away
+  w0 = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-0')).get_tensor(w)
+  assert np.abs(reader.get_tensor(w) - w0).max() > 10 * np.abs(reader.get_tensor(w_ema) - w0).max()
+  assert {'train/loss', 'train/gnorm', 'train/pnorm', 'train/lr'} <= set(read_scalars(model_dir))
