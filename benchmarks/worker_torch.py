@@ -1,0 +1,124 @@
+"""The peer: PyTorch diffusers' UNet2DModel with the google/ddpm-cifar10-32 (or ddpm-ema-church-256) architecture and
+random weights (built from the config, nothing downloaded), run by the same work as worker_tf.py.
+
+Sampling loops are those of DDPMPipeline, DDIMPipeline and PNDMPipeline without the image post-processing:
+`model(x, t).sample` then `scheduler.step(...).prev_sample`, under torch.no_grad() as the pipelines run.
+Started by bench.py under .venv-peer's Python; speaks the line protocol of common.py.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def setup(case):
+  import torch
+  import diffusers
+
+  threads = case['threads']
+  torch.set_num_threads(threads)
+  try:
+    torch.set_num_interop_threads(case.get('interop_threads', 1))
+  except RuntimeError:
+    pass
+  torch.manual_seed(0)
+  kind, model_name, batch = case['kind'], case['model'], case['batch']
+  device = torch.device('cuda' if case.get('device') == 'gpu' else 'cpu')
+  if device.type == 'cuda' and not torch.cuda.is_available():
+    raise RuntimeError('--device gpu, but this torch sees no GPU (the CPU wheel?)')
+  res = common.MODELS[model_name]['resolution']
+  dropout = case.get('dropout', 0.)
+  model = diffusers.UNet2DModel(dropout=dropout, **common.diffusers_config(model_name)).to(device)
+  n_params = sum(p.numel() for p in model.parameters())
+  info = dict(framework='torch {} diffusers {}'.format(torch.__version__, diffusers.__version__),
+              threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(), params=n_params,
+              mkldnn=torch.backends.mkldnn.is_available())
+  gen = torch.Generator().manual_seed(0)
+  x = torch.randn(batch, 3, res, res, generator=gen).to(device)
+  sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+  if device.type == 'cuda':
+    info['gpu'] = torch.cuda.get_device_name(0)
+    info['peak_gpu_mb'] = lambda: round(torch.cuda.max_memory_allocated() / 2. ** 20, 1)
+
+  if kind == 'forward':
+    model.eval()
+    t = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+
+    def run_once():
+      with torch.no_grad():
+        model(x, t).sample
+      sync()
+
+  elif kind == 'train':
+    model.train()
+    sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                    beta_schedule='linear')
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4, eps=1e-8)
+    x_start = x.clamp(-1, 1)
+
+    def run_once():
+      noise = torch.randn(x_start.shape, device=device)
+      t = torch.randint(0, 1000, (batch,), device=device)
+      x_t = sched.add_noise(x_start, noise, t)
+      loss = torch.nn.functional.mse_loss(model(x_t, t).sample, noise)
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+      opt.step()
+      sync()
+
+  elif kind == 'sample':
+    model.eval()
+    sampler, steps = case['sampler'], case['num_inference_steps']
+    common_kw = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule='linear')
+    if sampler == 'ddpm':
+      sched = diffusers.DDPMScheduler(variance_type='fixed_large', clip_sample=True, **common_kw)
+      sched.set_timesteps(1000)
+      timesteps = sched.timesteps[:steps]  # the first `steps` of the 1000 ancestral steps
+    elif sampler == 'ddim':
+      sched = diffusers.DDIMScheduler(clip_sample=True, **common_kw)
+      sched.set_timesteps(steps)
+      timesteps = sched.timesteps
+    elif sampler == 'pndm':
+      sched = diffusers.PNDMScheduler(**common_kw)
+      sched.set_timesteps(steps)
+      timesteps = sched.timesteps
+    else:
+      raise ValueError('unknown sampler {!r}'.format(sampler))
+    info['model_evals'] = len(timesteps)
+
+    def run_once():
+      if sampler == 'pndm':  # PNDM keeps a history of model outputs: start each run afresh
+        sched.set_timesteps(steps)
+      image = torch.randn(x.shape, device=device)
+      with torch.no_grad():
+        for t in timesteps:
+          out = model(image, t).sample
+          image = sched.step(out, t, image).prev_sample
+      sync()
+      return image
+
+  else:
+    raise ValueError('unknown kind {!r}'.format(kind))
+
+  if case.get('count_flops'):
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+      model.eval()(x, torch.zeros(batch, dtype=torch.long, device=device))
+    info['profiled_gflop_per_image'] = round(counter.get_total_flops() / batch / 1e9, 3)
+    if kind == 'train':
+      model.train()
+
+  t0 = time.perf_counter()
+  for _ in range(case['warmup']):
+    run_once()
+  info['warmup_s'] = round(time.perf_counter() - t0, 2)
+  return run_once, info
+
+
+if __name__ == '__main__':
+  common.serve(setup)
