@@ -1,7 +1,7 @@
 """Where ours spends its time: per-op-type totals of one U-Net forward (or training step) from TF's step stats.
 
 Usage (from the repository root, with the TF venv to profile):
-  .venv/bin/python benchmarks/profile_tf.py [--batch 8] [--train] [--variant bias_add,gn_affine] [--xla]
+  .venv/bin/python benchmarks/profile_tf.py [--batch 8] [--train] [--variant bias_add,gn_moments] [--xla]
 Prints the op types by total time (summed over the ops' own run times, so overlapping ops count twice) and the wall
 time of the traced runs.
 """

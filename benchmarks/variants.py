@@ -1,14 +1,14 @@
 """Benchmark-only U-Net formulations that compute the same function with fewer or cheaper TF ops.
 
 Each variant replaces one function of diffusion_tf (nn.py / models/unet.py) for the current process; variable names
-and shapes are unchanged, so the same checkpoint drives both. They are measured here and proposed for the library;
-the library itself is not changed by this file.
+and shapes are unchanged, so the same checkpoint drives both. They are measured here side by side with the library's
+formulation (a variant that wins is moved into the library); the library itself is not changed by this file.
 
   bias_add   conv2d / nin / dense add their bias with tf.nn.bias_add instead of `+`, which lets grappler's remapper
              fuse it into the convolution or matmul (_FusedConv2D / _FusedMatMul, or their MKL versions).
-  gn_affine  group norm as one per-(example, channel) scale and shift: x * (gamma / sigma) + (beta - mu gamma / sigma),
-             two passes over the activations instead of four, with the statistics reduced over contiguous axes
-             (algebraically identical).
+  gn_moments the group norm as the library had it before adopting the scale-and-shift form (2026-11-24):
+             tf.nn.moments over axes [1, 2, 4] of [B, H, W, G, C/G], normalise, then gamma and beta; kept to measure
+             what that change bought (`--ours tf-stock,tf-stock+v=gn_moments`).
   qkv        attention computes q, k, v with one [C, 3C] matmul (the three weight matrices concatenated).
   upsample   nearest-neighbour x2 with tf.image.resize_nearest_neighbor instead of tile + reshape.
 
@@ -23,7 +23,7 @@ import tensorflow.compat.v1 as tf
 from diffusion_tf import nn
 from diffusion_tf.models import unet
 
-VARIANTS = ('bias_add', 'gn_affine', 'qkv', 'upsample')
+VARIANTS = ('bias_add', 'gn_moments', 'qkv', 'upsample')
 
 
 def _conv2d(x, *, name, num_units, filter_size=(3, 3), stride=1, dilation=None, pad='SAME', init_scale=1.,
@@ -61,28 +61,16 @@ def _dense(x, *, name, num_units, init_scale=1., bias=True):
     return tf.nn.bias_add(z, b)
 
 
-def _group_norm_affine(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_initializer(),
-                       beta_initializer=tf.zeros_initializer()):
-  """y = x * s + o with s = gamma / sqrt(var + eps), o = beta - mean * s, per (example, channel).
-
-  The group statistics are means of per-channel means over H, W (a reduction over the outer axes of [B, H*W, C],
-  which vectorises, unlike the reduction over axes [1, 2, 4] of [B, H, W, G, C/G]); the groups have equal sizes, so
-  the mean of the channel means is the group mean.
-  """
+def _group_norm_moments(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_initializer(),
+                        beta_initializer=tf.zeros_initializer()):
+  """The straightforward formulation: normalise each group with tf.nn.moments, then the per-channel affine."""
   B, H, W, C = x.shape.as_list()
-  G, Cg = num_groups, C // num_groups
   with tf.variable_scope(name):
     beta = tf.get_variable('beta', shape=[C], initializer=beta_initializer)
     gamma = tf.get_variable('gamma', shape=[C], initializer=gamma_initializer)
-
-    def group_mean(v):  # [B, H, W, C] -> [B, 1, 1, C], each channel holding its group's mean
-      m = tf.reduce_mean(tf.reshape(tf.reduce_mean(v, axis=[1, 2]), [-1, G, Cg]), axis=2, keepdims=True)
-      return tf.reshape(tf.tile(m, [1, 1, Cg]), [-1, 1, 1, C])
-
-    mean = group_mean(x)
-    var = group_mean(tf.squared_difference(x, tf.stop_gradient(mean)))
-    scale = tf.rsqrt(var + eps) * gamma  # [B, 1, 1, C]
-    out = x * scale + (beta - mean * scale)
+    xg = tf.reshape(x, [-1, H, W, num_groups, C // num_groups])
+    mean, var = tf.nn.moments(xg, axes=[1, 2, 4], keep_dims=True)
+    out = tf.reshape((xg - mean) * tf.rsqrt(var + eps), [-1, H, W, C]) * gamma + beta
     out.set_shape(x.shape)
     return out
 
@@ -130,8 +118,8 @@ def apply(unet_module, names):
     _set(nn, 'conv2d', _conv2d)
     _set(nn, 'nin', _nin)
     _set(nn, 'dense', _dense)
-  if 'gn_affine' in names:
-    _set(unet_module, 'group_norm', _group_norm_affine)
+  if 'gn_moments' in names:
+    _set(unet_module, 'group_norm', _group_norm_moments)
   if 'qkv' in names:
     _set(unet_module, 'attn_block', _attn_block_qkv)
   if 'upsample' in names:

@@ -124,27 +124,37 @@ def test_layers_compute_affine_maps_with_hwio_and_in_out_layouts():
 
 
 def test_group_norm_matches_numpy_and_contrib():
+  """Forward values against the group norm formula in numpy, and values and gradients (x, gamma, beta) against
+  tf.contrib.layers.group_norm, which the original called."""
   rng = np.random.RandomState(1)
   x = (3 * rng.randn(2, 4, 4, 64) + 1).astype(np.float32)
   gamma = rng.randn(64).astype(np.float32)
   beta = rng.randn(64).astype(np.float32)
+  r = rng.randn(*x.shape).astype(np.float32)  # d(sum(out * r))/d(.) probes every gradient entry
 
   def build():
     import tensorflow as tf_full  # tf.contrib, only to compare with what the original called
-    ours = unet.group_norm(tf.constant(x), name='gn', gamma_initializer=tf.constant_initializer(gamma),
-                           beta_initializer=tf.constant_initializer(beta))
-    ref = tf_full.contrib.layers.group_norm(
-      tf.constant(x), scope='contrib', param_initializers={'gamma': tf.constant_initializer(gamma),
-                                                           'beta': tf.constant_initializer(beta)})
-    return ours, ref
+    outs = []
+    for impl in ['ours', 'contrib']:
+      x_t = tf.constant(x)
+      init = dict(gamma=tf.constant_initializer(gamma), beta=tf.constant_initializer(beta))
+      if impl == 'ours':
+        out = unet.group_norm(x_t, name='gn', gamma_initializer=init['gamma'], beta_initializer=init['beta'])
+      else:
+        out = tf_full.contrib.layers.group_norm(x_t, scope='contrib', param_initializers=init)
+      params = [v for v in tf.global_variables() if v.op.name.startswith('gn/' if impl == 'ours' else 'contrib/')]
+      assert [v.op.name.split('/')[-1] for v in params] == ['beta', 'gamma']
+      outs.append([out] + tf.gradients(tf.reduce_sum(out * r), [x_t] + params))
+    return outs
 
   (ours, ref), _ = _run(build)
   xg = x.reshape(2, 4, 4, 32, 2).astype(np.float64)
   mean = xg.mean(axis=(1, 2, 4), keepdims=True)
   var = xg.var(axis=(1, 2, 4), keepdims=True)
   want = ((xg - mean) / np.sqrt(var + 1e-6)).reshape(x.shape) * gamma + beta
-  np.testing.assert_allclose(ours, want, rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ours[0], want, rtol=1e-4, atol=1e-4)
+  for name, a, b in zip(['out', 'd/dx', 'd/dbeta', 'd/dgamma'], ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_attention_block_matches_numpy():

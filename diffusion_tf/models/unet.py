@@ -16,20 +16,32 @@ def nonlinearity(x):
 
 def group_norm(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_initializer(),
                beta_initializer=tf.zeros_initializer()):
-  """Group normalization (Wu & He 2018) over [H, W, C/G] per group, then the per-channel affine gamma, beta.
+  """Group normalization (Wu & He 2018): y = gamma (x - mu_g) / sqrt(var_g + eps) + beta, with mu_g, var_g the mean
+  and variance of x over [H, W, C/G] in each example's group g of channels.
 
   Same variables (`<name>/beta`, `<name>/gamma`, created in that order) and the same numbers as
   tf.contrib.layers.group_norm with its defaults (32 groups, epsilon 1e-6), without tf.contrib.
+  Computed as one per-(example, channel) scale and shift, y = x * s + (beta - mu_g * s) with s = gamma / sqrt(var_g +
+  eps), and the group statistics as means of per-channel means over H, W (the groups have equal sizes): reductions
+  over the outer axes of [B, H*W, C] vectorise on CPU, unlike one over axes [1, 2, 4] of [B, H, W, G, C/G], and the
+  activations are read twice instead of four times (benchmarks/: +29% for the CIFAR-10 forward pass on CPU).
   """
   B, H, W, C = x.shape.as_list()
   assert C % num_groups == 0, 'channels {} not divisible by {} groups'.format(C, num_groups)
+  G, Cg = num_groups, C // num_groups
   with tf.variable_scope(name):
     beta = tf.get_variable('beta', shape=[C], initializer=beta_initializer)
     gamma = tf.get_variable('gamma', shape=[C], initializer=gamma_initializer)
-    xg = tf.reshape(x, [-1, H, W, num_groups, C // num_groups])
-    mean, var = tf.nn.moments(xg, axes=[1, 2, 4], keep_dims=True)
-    xg = (xg - mean) * tf.rsqrt(var + eps)
-    out = tf.reshape(xg, [-1, H, W, C]) * gamma + beta
+
+    def group_mean(v):  # [B, H, W, C] -> [B, 1, 1, C]: every channel holds its group's mean of v
+      channel_means = tf.reshape(tf.reduce_mean(v, axis=[1, 2]), [-1, G, Cg])
+      return tf.reshape(tf.tile(tf.reduce_mean(channel_means, axis=2, keepdims=True), [1, 1, Cg]), [-1, 1, 1, C])
+
+    mean = group_mean(x)
+    # as tf.nn.moments: the variance's gradient does not flow through the mean (it is zero there in exact arithmetic)
+    var = group_mean(tf.squared_difference(x, tf.stop_gradient(mean)))
+    scale = tf.rsqrt(var + eps) * gamma  # [B, 1, 1, C]
+    out = x * scale + (beta - mean * scale)
     out.set_shape(x.shape)
     return out
 
