@@ -37,7 +37,6 @@ MODEL_CONFIGS = {
   'tiny': dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,)),
 }
 DATASETS = ('celebahq256', 'cifar10', 'digits')
-OPTIMIZERS = ('adam', 'rmsprop')
 
 
 class Model(tpu_utils.Model):
@@ -140,63 +139,19 @@ def _validate_kwargs(kwargs, datasets_allowed=DATASETS):
 
 
 def _validate_train_kwargs(kwargs, datasets_allowed=DATASETS):
-  c = script_utils
   _validate_kwargs(kwargs, datasets_allowed)
-  c.check_str('exp_name', kwargs['exp_name'])
-  c.check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
-  c.check_int('total_bs', kwargs['total_bs'])
-  c.check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
-  c.check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
-  c.check_int('warmup', kwargs['warmup'], minimum=0)
-  c.check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
-  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps']:
-    c.check_int(name, kwargs[name])
-  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
-    c.check_int(name, kwargs[name], allow_none=True)
-  if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
-    raise tpu_utils.UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
-  c.check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
+  script_utils.check_train_flags(kwargs)
 
 
 def run_train(kwargs, ds, paths, warm_start_from=None):
-  """The training run of run_celebahq.py and run_lsun.py, from validated kwargs and the dataset."""
-  kwargs['image_size'] = ds.image_size
+  """The training run of run_celebahq.py and run_lsun.py, from checked kwargs and the dataset."""
   script_utils.check_model_config(kwargs['model_name'], MODEL_CONFIGS, ds.image_size, block_size=kwargs['block_size'])
   exp_name = (
     '{exp_name}_{dataset}_{model_name}_{optimizer}_bs{total_bs}_lr{lr}w{warmup}_beta{beta_start}-{beta_end}-'
     '{beta_schedule}_t{num_diffusion_timesteps}_{loss_type}_dropout{dropout}_randflip{randflip}_blk{block_size}'
   ).format(**kwargs)
-  if kwargs['ema_decay'] != 0.9999:
-    exp_name += '_ema{}'.format(kwargs['ema_decay'])
-  if kwargs.get('resolution') is not None:
-    exp_name += '_res{}'.format(kwargs['resolution'])
-  tpu_utils.run_training(
-    date_str=kwargs['date_str'],
-    exp_name=exp_name,
-    model_dir=paths.resolve(kwargs['model_dir']),
-    model_constructor=lambda: _load_model(kwargs, ds),
-    optimizer=kwargs['optimizer'],
-    total_bs=kwargs['total_bs'],
-    lr=kwargs['lr'],
-    warmup=kwargs['warmup'],
-    grad_clip=kwargs['grad_clip'],
-    ema_decay=kwargs['ema_decay'],
-    train_input_fn=ds.train_input_fn,
-    tpu=kwargs['tpu_name'],
-    log_dir=paths.resolve(kwargs['log_dir']),
-    dump_kwargs=kwargs,
-    iterations_per_loop=kwargs['iterations_per_loop'],
-    keep_checkpoint_max=kwargs['keep_checkpoint_max'],
-    max_steps=kwargs['max_steps'] or int(1e10),
-    save_checkpoints_steps=kwargs['save_checkpoints_steps'],
-    save_checkpoints_secs=kwargs['save_checkpoints_secs'],
-    save_summary_steps=kwargs['save_summary_steps'],
-    log_every_steps=kwargs['log_every_steps'],
-    num_gpus=kwargs['num_gpus'],
-    num_cpu_replicas=kwargs['num_cpu_replicas'],
-    seed=kwargs['seed'],
-    max_train_secs=kwargs['max_train_secs'],
-    warm_start_from=warm_start_from)
+  script_utils.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=exp_name,
+                                 model_constructor=lambda: _load_model(kwargs, ds), warm_start_from=warm_start_from)
 
 
 def train(
@@ -237,29 +192,12 @@ def evaluation(
   _validate_kwargs(kwargs)
   tfds_data_dir = paths.resolve(tfds_data_dir)
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
-  run_evaluation(kwargs, ds, model_dir, paths, tpu_name=tpu_name, once=once, dump_samples_only=dump_samples_only,
-                 total_bs=total_bs, load_ckpt=load_ckpt, num_inception_samples=num_inception_samples,
-                 inception_graph=inception_graph, non_ema_pass=non_ema_pass, num_gpus=num_gpus, poll_secs=poll_secs,
-                 timeout_secs=timeout_secs, seed=seed,
-                 stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(
-                   kwargs['dataset'], tfds_data_dir=tfds_data_dir))
-
-
-def run_evaluation(kwargs, ds, model_dir, paths, *, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
-                   num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs,
-                   timeout_secs, seed, stats_name=None):
-  worker = tpu_utils.EvalWorker(
-    tpu_name=tpu_name,
-    model_constructor=lambda: _load_model(kwargs, ds),
-    total_bs=total_bs,
-    num_inception_samples=num_inception_samples,
-    dataset=ds,
-    inception_graph=inception_graph,
-    stats_dir=stats_dir,
-    stats_name=stats_name,
-    num_gpus=num_gpus)
-  worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
-             load_ckpt=paths.resolve(load_ckpt), poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed)
+  script_utils.evaluate_run(
+    model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
+    once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
+    num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
+    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed,
+    stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir))
 
 
 SCRIPT = script_utils._Script(name='run_celebahq.py', train_fn=train, load_model=_load_model,

@@ -44,7 +44,6 @@ MODEL_CONFIGS = {
   'tiny': dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,)),
 }
 DATASETS = ('cifar10', 'digits')
-OPTIMIZERS = ('adam', 'rmsprop')
 
 
 class Model(tpu_utils.Model):
@@ -146,22 +145,8 @@ def _validate_kwargs(kwargs):
 
 
 def _validate_train_kwargs(kwargs):
-  c = script_utils
   _validate_kwargs(kwargs)
-  c.check_str('exp_name', kwargs['exp_name'])
-  c.check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
-  c.check_int('total_bs', kwargs['total_bs'])
-  c.check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
-  c.check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
-  c.check_int('warmup', kwargs['warmup'], minimum=0)
-  c.check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
-  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps']:
-    c.check_int(name, kwargs[name])
-  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
-    c.check_int(name, kwargs[name], allow_none=True)
-  if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
-    raise tpu_utils.UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
-  c.check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
+  script_utils.check_train_flags(kwargs)
 
 
 def train(
@@ -186,42 +171,13 @@ def train(
   _validate_train_kwargs(kwargs)
   paths = Paths(bucket_name_prefix, region)
   ds = datasets.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution)
-  kwargs['image_size'] = ds.image_size
   script_utils.check_model_config(model_name, MODEL_CONFIGS, ds.image_size)
   exp_name_full = (
     '{exp_name}_{dataset}_{model_name}_{optimizer}_bs{total_bs}_lr{lr}w{warmup}_beta{beta_start}-{beta_end}-'
     '{beta_schedule}_t{num_diffusion_timesteps}_{model_mean_type}-{model_var_type}-{loss_type}_dropout{dropout}_'
     'randflip{randflip}'.format(**kwargs))
-  if ema_decay != 0.9999:
-    exp_name_full += '_ema{}'.format(ema_decay)
-  if resolution is not None:
-    exp_name_full += '_res{}'.format(resolution)
-  tpu_utils.run_training(
-    date_str=date_str,
-    exp_name=exp_name_full,
-    model_dir=paths.resolve(model_dir),
-    model_constructor=lambda: _load_model(kwargs, ds),
-    optimizer=optimizer,
-    total_bs=total_bs,
-    lr=lr,
-    warmup=warmup,
-    grad_clip=grad_clip,
-    ema_decay=ema_decay,
-    train_input_fn=ds.train_input_fn,
-    tpu=tpu_name,
-    log_dir=paths.resolve(log_dir),
-    dump_kwargs=kwargs,
-    iterations_per_loop=iterations_per_loop,
-    keep_checkpoint_max=keep_checkpoint_max,
-    max_steps=max_steps or int(1e10),
-    save_checkpoints_steps=save_checkpoints_steps,
-    save_checkpoints_secs=save_checkpoints_secs,
-    save_summary_steps=save_summary_steps,
-    log_every_steps=log_every_steps,
-    num_gpus=num_gpus,
-    num_cpu_replicas=num_cpu_replicas,
-    seed=seed,
-    max_train_secs=max_train_secs)
+  script_utils.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=exp_name_full,
+                                 model_constructor=lambda: _load_model(kwargs, ds))
 
 
 def evaluation(  # evaluation loop for use during training
@@ -244,17 +200,12 @@ def evaluation(  # evaluation loop for use during training
   _validate_kwargs(kwargs)
   tfds_data_dir = paths.resolve(tfds_data_dir)
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
-  worker = tpu_utils.EvalWorker(
-    tpu_name=tpu_name,
-    model_constructor=lambda: _load_model(kwargs, ds),
-    total_bs=total_bs,
-    num_inception_samples=num_inception_samples,
-    dataset=ds,
-    inception_graph=inception_graph,
-    stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir),
-    num_gpus=num_gpus)
-  worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
-             load_ckpt=paths.resolve(load_ckpt), poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed)
+  script_utils.evaluate_run(
+    model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
+    once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
+    num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
+    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed,
+    stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir))
 
 
 def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eval', load_ckpt=None, total_bs=256,

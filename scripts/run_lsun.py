@@ -87,11 +87,11 @@ def evaluation(
   # default: the TFRecords the run trained on (as resolved then, bucket included)
   tfr_file = paths.resolve(tfr_file) if tfr_file is not None else kwargs.get('tfr_path', kwargs.get('tfr_file'))
   ds = datasets.get_dataset('lsun', tfr_file=tfr_file, resolution=kwargs.get('image_size') or kwargs.get('resolution'))
-  run_celebahq.run_evaluation(
-    kwargs, ds, model_dir, paths, tpu_name=tpu_name, once=once, dump_samples_only=dump_samples_only,
-    total_bs=total_bs, load_ckpt=load_ckpt, num_inception_samples=num_inception_samples,
-    inception_graph=inception_graph, non_ema_pass=non_ema_pass, num_gpus=num_gpus, poll_secs=poll_secs,
-    timeout_secs=timeout_secs, seed=seed, stats_name=_tfr_stats_name(tfr_file),
+  script_utils.evaluate_run(
+    model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
+    once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
+    num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
+    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed, stats_name=_tfr_stats_name(tfr_file),
     stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir('lsun', tfr_file=tfr_file))
 
 

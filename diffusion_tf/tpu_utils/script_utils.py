@@ -141,6 +141,8 @@ def run_cli(commands, argv=None, name=None):
   with them); set DIFFUSION_TF_DEBUG=1 for the full traceback.
   """
   import fire
+  if hasattr(sys.stdout, 'reconfigure'):  # progress lines reach a log file (a job scheduler's) as they are printed
+    sys.stdout.reconfigure(line_buffering=True)
   try:
     fire.Fire(commands, command=argv, name=name)
   except _expected_errors() + (ValueError,) as e:
@@ -491,3 +493,85 @@ def subcommands(**commands):
       fn(*args, **kwargs)
     return _command
   return {name: _wrap(fn) for name, fn in commands.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `train` and `evaluation`: what the three scripts share once their own flags are checked and their data is found
+
+OPTIMIZERS = ('adam', 'rmsprop')
+
+
+def check_train_flags(kwargs):
+  """The optimizer and run-control flags of every script's train()."""
+  from .tpu_utils import UsageError
+  check_str('exp_name', kwargs['exp_name'])
+  check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
+  check_int('total_bs', kwargs['total_bs'])
+  check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
+  check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
+  check_int('warmup', kwargs['warmup'], minimum=0)
+  check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
+  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps']:
+    check_int(name, kwargs[name])
+  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
+    check_int(name, kwargs[name], allow_none=True)
+  if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
+    raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
+  check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
+
+
+def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_start_from=None):
+  """tpu_utils.run_training with a script's checked train() kwargs; `exp_name` is the run's full name, to which a
+  non-default EMA decay and image size are appended. kwargs (with the image size) become the run's kwargs.json."""
+  from . import tpu_utils
+  kwargs['image_size'] = ds.image_size
+  if kwargs['ema_decay'] != 0.9999:
+    exp_name += '_ema{}'.format(kwargs['ema_decay'])
+  if kwargs.get('resolution') is not None:
+    exp_name += '_res{}'.format(kwargs['resolution'])
+  return tpu_utils.run_training(
+    date_str=kwargs['date_str'],
+    exp_name=exp_name,
+    model_dir=paths.resolve(kwargs['model_dir']),
+    model_constructor=model_constructor,
+    optimizer=kwargs['optimizer'],
+    total_bs=kwargs['total_bs'],
+    lr=kwargs['lr'],
+    warmup=kwargs['warmup'],
+    grad_clip=kwargs['grad_clip'],
+    ema_decay=kwargs['ema_decay'],
+    train_input_fn=ds.train_input_fn,
+    tpu=kwargs['tpu_name'],
+    log_dir=paths.resolve(kwargs['log_dir']),
+    dump_kwargs=kwargs,
+    iterations_per_loop=kwargs['iterations_per_loop'],
+    keep_checkpoint_max=kwargs['keep_checkpoint_max'],
+    max_steps=kwargs['max_steps'] or int(1e10),
+    save_checkpoints_steps=kwargs['save_checkpoints_steps'],
+    save_checkpoints_secs=kwargs['save_checkpoints_secs'],
+    save_summary_steps=kwargs['save_summary_steps'],
+    log_every_steps=kwargs['log_every_steps'],
+    num_gpus=kwargs['num_gpus'],
+    num_cpu_replicas=kwargs['num_cpu_replicas'],
+    seed=kwargs['seed'],
+    max_train_secs=kwargs['max_train_secs'],
+    warm_start_from=warm_start_from)
+
+
+def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
+                 num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs, timeout_secs,
+                 seed, stats_name=None):
+  """A script's `evaluation` once its model_dir, dataset and statistics directory are known: tpu_utils.EvalWorker."""
+  from . import tpu_utils
+  worker = tpu_utils.EvalWorker(
+    tpu_name=tpu_name,
+    model_constructor=model_constructor,
+    total_bs=total_bs,
+    num_inception_samples=num_inception_samples,
+    dataset=ds,
+    inception_graph=inception_graph,
+    stats_dir=stats_dir,
+    stats_name=stats_name,
+    num_gpus=num_gpus)
+  worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
+             load_ckpt=paths.resolve(load_ckpt), poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed)
