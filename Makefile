@@ -27,9 +27,10 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # Speed against PyTorch diffusers (docs/benchmarks.md); never part of `make test`. Creates .venv-peer (torch +
-# diffusers) and benchmarks/.venv-mkl (intel-tensorflow), waits for a quiet machine, writes benchmarks/results/.
-# BENCH_ARGS=--quick for a smoke run of a few minutes.
+# diffusers), benchmarks/.venv-tf2 (the library on TF 2.11 with oneDNN) and benchmarks/.venv-mkl (intel-tensorflow
+# 1.15), waits for a quiet machine, writes benchmarks/results/. BENCH_ARGS=--quick for a smoke run of a few minutes.
 bench: install
 	bash tools/make_peer_venv.sh
+	PYTHON37="$(PYTHON37)" bash benchmarks/make_tf2_venv.sh
 	PYTHON37="$(PYTHON37)" bash benchmarks/make_mkl_venv.sh
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)

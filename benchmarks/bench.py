@@ -10,7 +10,7 @@ memory. Medians of the repetitions are reported, with the CPU time used by other
 Usage (from the repository root; `make bench` runs the default):
   python benchmarks/bench.py                      # the full table (see the README for the run time)
   python benchmarks/bench.py --quick              # smoke test: 1 repetition, short sampling loops
-  python benchmarks/bench.py --cases fwd-b8,train-b8 --ours tf-mkl,tf-stock --reps 7
+  python benchmarks/bench.py --cases fwd-b8,train-b8 --ours tf2,tf-stock,tf-mkl --reps 7
 Writes benchmarks/results/<date>-<host>.json and benchmarks/results/latest.md.
 """
 
@@ -46,10 +46,13 @@ CONFIGS = {
   'tf-stock': dict(python=os.path.join(ROOT, '.venv', 'bin', 'python'), worker='worker_tf.py', tf={}),
   'tf-mkl': dict(python=os.path.join(HERE, '.venv-mkl', 'bin', 'python'), worker='worker_tf.py', tf={},
                  env=_mkl_env),
+  # the same library graph on TF 2.11 (tf.compat.v1), whose convolutions and matmuls run on oneDNN
+  'tf2': dict(python=os.path.join(HERE, '.venv-tf2', 'bin', 'python'), worker='worker_tf.py', tf={},
+              env=lambda threads: {'TF_ENABLE_ONEDNN_OPTS': '1', 'TF_CPP_MIN_LOG_LEVEL': '2'}),
   'peer': dict(python=PEER_PY, worker='worker_torch.py'),
 }
-DEFAULT_OURS = 'tf-mkl,tf-stock'
-DEFAULT_HEAVY_OURS = 'tf-mkl'  # the long cases (sampling, 256x256) measure only the faster build
+DEFAULT_OURS = 'tf2,tf-stock'
+DEFAULT_HEAVY_OURS = 'tf2,tf-stock'  # the long cases (sampling, 256x256)
 
 
 def resolve_config(spec):

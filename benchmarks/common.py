@@ -112,11 +112,13 @@ def unet_forward_flops(model, batch=1, in_ch=3, out_ch=3):
 def cpu_info():
   """Model name, cores usable by this process, nominal clock (GHz, from 'cpu MHz'), SIMD level and FP32 peak.
 
-  FP32 FLOPs per cycle per core: AVX-512 with FMA 64, AVX2 with FMA 32 (two 256-bit FMA pipes, as on Zen 2/3 and
-  Intel since Haswell), AVX 16, SSE 8. Peak = cores x GHz x FLOPs/cycle.
+  FP32 FLOPs per cycle per core: AVX-512 with FMA 64 (two 512-bit FMA pipes: Intel server cores, AMD Zen 5), but 32
+  on AMD Zen 4 (CPU family 25), which runs AVX-512 on its two 256-bit FMA pipes; AVX2 with FMA 32 (Zen 2/3, Intel
+  since Haswell), AVX 16, SSE 8. Peak = cores x GHz x FLOPs/cycle, at the nominal clock the hypervisor reports (a
+  core boosting above it can show more than 100%).
   """
   text = open('/proc/cpuinfo').read()
-  mhz, flags, name = [], set(), ''
+  mhz, flags, name, vendor, family = [], set(), '', '', None
   for line in text.splitlines():
     key, _, value = line.partition(':')
     key, value = key.strip(), value.strip()
@@ -126,9 +128,15 @@ def cpu_info():
       flags = set(value.split())
     elif key == 'model name' and not name:
       name = value
+    elif key == 'vendor_id' and not vendor:
+      vendor = value
+    elif key == 'cpu family' and family is None:
+      family = int(value)
   cores = len(os.sched_getaffinity(0))
   ghz = sum(mhz) / len(mhz) / 1000. if mhz else float('nan')
-  if 'avx512f' in flags and 'fma' in flags:
+  if 'avx512f' in flags and 'fma' in flags and vendor == 'AuthenticAMD' and family == 25:
+    simd, per_cycle = 'avx512 (Zen 4: 2x256-bit FMA)', 32
+  elif 'avx512f' in flags and 'fma' in flags:
     simd, per_cycle = 'avx512+fma', 64
   elif 'avx2' in flags and 'fma' in flags:
     simd, per_cycle = 'avx2+fma', 32

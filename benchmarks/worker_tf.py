@@ -1,6 +1,7 @@
 """Ours: diffusion_tf's U-Net, training step and samplers in a TF 1.15 graph, run by the same work as
 worker_torch.py. Started by bench.py under the Python of the TF venv being measured (the project's .venv with the
-stock tensorflow wheel, or benchmarks/.venv-mkl with intel-tensorflow); speaks the line protocol of common.py.
+stock tensorflow wheel, benchmarks/.venv-mkl with intel-tensorflow, or benchmarks/.venv-tf2 with TF 2.11 and oneDNN);
+speaks the line protocol of common.py.
 
 Session options (the case's "tf" dict): intra / inter op threads, XLA auto-clustering ("xla": true), and "variant":
 names of U-Net formulations from variants.py to swap in (benchmark-only experiments; the default is the library's
@@ -28,11 +29,19 @@ def session_config(threads, opts, device='cpu'):
   return config
 
 
+def _build_note(version):
+  """' (MKL)' for intel-tensorflow 1.x, ' (oneDNN)' for a TF 2 wheel running with TF_ENABLE_ONEDNN_OPTS=1."""
+  if version.startswith('1.'):
+    from tensorflow.python import pywrap_tensorflow
+    return ' (MKL)' if pywrap_tensorflow.IsMklEnabled() else ''
+  from tensorflow.python.util import _pywrap_util_port
+  onednn = _pywrap_util_port.IsMklEnabled() or os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '1'
+  return ' (oneDNN)' if onednn else ''
+
+
 def setup(case):
   import numpy as np
   import tensorflow.compat.v1 as tf
-  from tensorflow.python import pywrap_tensorflow
-
   tf.disable_v2_behavior()
   tf.logging.set_verbosity(tf.logging.ERROR)
   from diffusion_tf import diffusion_utils_2, utils
@@ -99,7 +108,7 @@ def setup(case):
   if peak_gpu_bytes is not None:
     info['peak_gpu_mb'] = lambda: round(sess.run(peak_gpu_bytes) / 2. ** 20, 1)
     info['gpu'] = tf.test.gpu_device_name()
-  info.update(framework='tensorflow {}{}'.format(tf.__version__, ' (MKL)' if pywrap_tensorflow.IsMklEnabled() else ''),
+  info.update(framework='tensorflow {}{}'.format(tf.__version__, _build_note(tf.__version__)),
               threads=opts.get('intra', threads), interop_threads=opts.get('inter', 1), params=n_params,
               xla=bool(opts.get('xla')), variant=variants,
               env={k: v for k, v in os.environ.items()
