@@ -24,7 +24,7 @@ def group_norm(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_in
   Computed as one per-(example, channel) scale and shift, y = x * s + (beta - mu_g * s) with s = gamma / sqrt(var_g +
   eps), and the group statistics as means of per-channel means over H, W (the groups have equal sizes): reductions
   over the outer axes of [B, H*W, C] vectorise on CPU, unlike one over axes [1, 2, 4] of [B, H, W, G, C/G], and the
-  activations are read twice instead of four times (benchmarks/: +29% for the CIFAR-10 forward pass on CPU).
+  activations are read twice instead of four times (docs/benchmarks.md: +17-29% for the CIFAR-10 forward pass on CPU).
   """
   B, H, W, C = x.shape.as_list()
   assert C % num_groups == 0, 'channels {} not divisible by {} groups'.format(C, num_groups)
