@@ -68,24 +68,8 @@ class Model(tpu_utils.Model):
     assert out.shape.as_list() == [B, H, W, orig_out_ch]
     return out
 
-  def train_fn(self, x, y):
-    B, H, W, C = x.shape.as_list()
-    if self.randflip:
-      x = tf.image.random_flip_left_right(x)
-      assert x.shape.as_list() == [B, H, W, C]
-    t = tf.random_uniform([B], 0, self.diffusion.num_timesteps, dtype=tf.int32)
-    losses = self.diffusion.p_losses(
-      denoise_fn=functools.partial(self._denoise, y=y, dropout=self.dropout), x_start=x, t=t)
-    assert losses.shape == t.shape == [B]
-    return {'loss': tf.reduce_mean(losses)}
-
-  def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
-    return {
-      'samples': self.diffusion.p_sample_loop(
-        denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
-        shape=dummy_noise.shape.as_list(),
-        noise_fn=noise_fn)
-    }
+  def _losses(self, denoise_fn, x_start, t):
+    return self.diffusion.p_losses(denoise_fn=denoise_fn, x_start=x_start, t=t)
 
   def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
     """Ancestral samples with 20 (clipped) x_0 predictions along the chain: slot k holds the one at t = k * T/20."""

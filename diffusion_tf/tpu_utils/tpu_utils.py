@@ -13,6 +13,7 @@ Also shared helpers: checkpoint lookup and (EMA) restore, the choice of devices 
 computation over them (`Distribution.replicate`), and reading and writing kwargs.json.
 """
 
+import functools
 import json
 import os
 import re
@@ -48,24 +49,43 @@ class NonFiniteLossError(RuntimeError):
 class Model:
   """What a script's model provides. All images, inputs and outputs, are normalized to [-1, 1].
 
-  Subclasses set `self.diffusion` (a GaussianDiffusion or GaussianDiffusion2) and implement `_denoise(x, t, y,
-  dropout)`, `train_fn` and `samples_fn`.
+  Subclasses set `self.diffusion` (a GaussianDiffusion or GaussianDiffusion2), `self.dropout` and `self.randflip`,
+  and implement `_denoise(x, t, y, dropout)` and `_losses(denoise_fn, x_start, t)` (the per-example training loss of
+  their diffusion: `training_losses` or `p_losses`).
   """
 
   diffusion = None
+  dropout = 0.
+  randflip = False
 
   def _denoise(self, x, t, y, dropout):
     raise NotImplementedError
 
+  def _losses(self, denoise_fn, x_start, t):
+    raise NotImplementedError
+
   def train_fn(self, x, y) -> dict:
-    """{'loss': scalar} for a batch x [B, H, W, C] of training images."""
-    raise NotImplementedError
+    """{'loss': scalar} for a batch x [B, H, W, C] of training images (DDPM Algorithm 1: t uniform in 0..T-1, after a
+    random horizontal flip if `randflip`)."""
+    B, H, W, C = x.shape.as_list()
+    if self.randflip:
+      x = tf.image.random_flip_left_right(x)
+      assert x.shape.as_list() == [B, H, W, C]
+    t = tf.random_uniform([B], 0, self.diffusion.num_timesteps, dtype=tf.int32)
+    losses = self._losses(functools.partial(self._denoise, y=y, dropout=self.dropout), x_start=x, t=t)
+    assert losses.shape == t.shape == [B]
+    return {'loss': tf.reduce_mean(losses)}
 
-  def samples_fn(self, dummy_noise, y) -> dict:
+  def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal) -> dict:
     """{'samples': [B, H, W, C]} from the original ancestral sampler; `dummy_noise` only gives the shape."""
-    raise NotImplementedError
+    return {
+      'samples': self.diffusion.p_sample_loop(
+        denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+        shape=dummy_noise.shape.as_list(),
+        noise_fn=noise_fn)
+    }
 
-  def progressive_samples_fn(self, dummy_noise, y) -> dict:
+  def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal) -> dict:
     """{'samples': [B, H, W, C], 'progressive_samples': [B, K, H, W, C]} (x_0 predictions along the chain)."""
     raise NotImplementedError('this model has no progressive sampler')
 
@@ -76,7 +96,6 @@ class Model:
   def sampler_samples_fn(self, dummy_noise, y, *, sampler, num_inference_steps=None, eta=0.,
                          use_clipped_model_output=False, skip_prk_steps=False, noise_fn=tf.random_normal):
     """{'samples': ...} from one of the samplers of diffusion_tf/samplers.py (ddpm (respaced), ddim, pndm)."""
-    import functools
     return {'samples': self.diffusion.sample_loop(
       functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(), sampler=sampler,
       num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output,
