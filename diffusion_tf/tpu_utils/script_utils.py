@@ -176,13 +176,11 @@ def to_uint8(x):
 
 def save_npz_atomic(path, **arrays):
   """np.savez to a temporary name in the same directory, then rename (never a half-written file)."""
-  import tensorflow.compat.v1 as tf
   import io
+  from .. import utils
   buf = io.BytesIO()
   np.savez(buf, **arrays)
-  from .. import utils
   utils.atomic_write_bytes(path, buf.getvalue())
-  del tf
 
 
 def write_json_atomic(path, obj):
@@ -217,6 +215,35 @@ class SeededNoise:
 
   def feed(self, seed, batch):
     return {self._seed: seed, self._batch: batch}
+
+
+def build_seeded_samples(dist, batch_size, image_shape, sample_fn):
+  """Replicate `sample_fn(dummy_noise, y, noise_fn) -> dict` over `dist` for `batch_size` images of `image_shape`,
+  each replica with its own SeededNoise (on a TPU plain tf.random_normal: the counter variable stays off the TPU
+  program). Returns (outputs, noises); run a batch with `run_seeded`."""
+  import tensorflow.compat.v1 as tf
+  noises = []
+
+  def _fn(dummy_noise):
+    if dist.kind == 'tpu':
+      noise_fn = tf.random_normal
+    else:
+      noise_fn = SeededNoise(replica=len(noises))
+      noises.append(noise_fn)
+    return sample_fn(dummy_noise, tf.zeros([dummy_noise.shape[0]], dtype=tf.int32), noise_fn)
+
+  dummy = tf.zeros([batch_size] + list(image_shape), tf.float32)
+  return dist.replicate(_fn, [dummy]), noises
+
+
+def run_seeded(sess, outputs, noises, seed, batch):
+  """sess.run(outputs) for batch number `batch` of a seeded sampling run (the noise counters restart at 0)."""
+  feed = {}
+  for noise in noises:
+    feed.update(noise.feed(seed, batch))
+  if noises:
+    sess.run([noise.reset_op for noise in noises])
+  return sess.run(outputs, feed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,12 +315,13 @@ def make_sample_command(script):
     if unknown:
       raise _usage_error('unknown flag(s) for sample: {}; expected sample flags or training kwargs such as '
                          '--model_name, --dataset'.format(', '.join('--' + k for k in unknown)))
-    for flag, applies in [('eta', eta != 0 and sampler != 'ddim'),
-                          ('use_clipped_model_output', use_clipped_model_output and sampler != 'ddim'),
-                          ('skip_prk_steps', skip_prk_steps and sampler != 'pndm')]:
-      if applies:
+    for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
+                                     ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
+                                      'ddim'),
+                                     ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
+      if set_ and sampler != owner:
         raise _usage_error('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
-          flag, locals()[flag] if flag != 'eta' else eta, sampler, 'pndm' if flag == 'skip_prk_steps' else 'ddim'))
+          flag, value, sampler, owner))
     if progressive and (sampler != 'ddpm' or num_inference_steps is not None):
       raise _usage_error('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps')
     if model_dir is None and checkpoint is None:
@@ -365,35 +393,6 @@ def make_sample_command(script):
   return sample
 
 
-def _build_sampler_graph(script, kwargs, ds_info, batch_size, dist, samples_fn_name, sampler_kwargs):
-  """Graph: per-replica SeededNoise objects and the samples dict of `batch_size` images."""
-  import tensorflow.compat.v1 as tf
-  model = script.load_model(kwargs, ds_info)
-  noises = []
-
-  def _fn(dummy_noise):
-    noise = SeededNoise(replica=len(noises))
-    noises.append(noise)
-    y = tf.zeros([dummy_noise.shape[0]], dtype=tf.int32)
-    if samples_fn_name == 'sampler':
-      return model.sampler_samples_fn(dummy_noise, y, noise_fn=noise, **sampler_kwargs)
-    return getattr(model, samples_fn_name)(dummy_noise, y, noise_fn=noise)
-
-  dummy = tf.zeros([batch_size] + ds_info.image_shape, tf.float32)
-  outputs = dist.replicate(_fn, [dummy])
-  return outputs, noises
-
-
-def _run_batch(sess, outputs, noises, seed, batch):
-  import tensorflow.compat.v1 as tf
-  feed = {}
-  for noise in noises:
-    feed.update(noise.feed(seed, batch))
-  sess.run([noise.reset_op for noise in noises])
-  del tf
-  return sess.run(outputs, feed)
-
-
 def _open_session(dist, ckpt, ema):
   import tensorflow.compat.v1 as tf
   from . import tpu_utils
@@ -432,14 +431,17 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
   if todo:
     use_original = sampler == 'ddpm' and num_inference_steps is None
     with tf.Graph().as_default():
-      outputs, noises = _build_sampler_graph(
-        script, kwargs, ds_info, batch_size, dist, 'samples_fn' if use_original else 'sampler',
-        {} if use_original else dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-                                     use_clipped_model_output=use_clipped_model_output,
-                                     skip_prk_steps=skip_prk_steps))
+      model = script.load_model(kwargs, ds_info)
+      if use_original:
+        sample_fn = lambda dummy, y, noise_fn: model.samples_fn(dummy, y, noise_fn=noise_fn)
+      else:
+        sample_fn = lambda dummy, y, noise_fn: model.sampler_samples_fn(
+          dummy, y, noise_fn=noise_fn, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+          use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps)
+      outputs, noises = build_seeded_samples(dist, batch_size, ds_info.image_shape, sample_fn)
       with _open_session(dist, ckpt, ema) as sess:
         for b in tqdm(todo, desc='batches', unit='batch', file=sys.stdout, dynamic_ncols=True):
-          images = to_uint8(_run_batch(sess, outputs['samples'], noises, seed, b))
+          images = to_uint8(run_seeded(sess, outputs['samples'], noises, seed, b))
           save_npz_atomic(shard_path(b), arr_0=images)
 
   # assemble
@@ -472,9 +474,12 @@ def _progressive(script, kwargs, ds_info, ckpt, ema, batch_size, seed, out_dir, 
   import tensorflow.compat.v1 as tf
   from .. import utils
   with tf.Graph().as_default():
-    outputs, noises = _build_sampler_graph(script, kwargs, ds_info, batch_size, dist, 'progressive_samples_fn', {})
+    model = script.load_model(kwargs, ds_info)
+    outputs, noises = build_seeded_samples(
+      dist, batch_size, ds_info.image_shape,
+      lambda dummy, y, noise_fn: model.progressive_samples_fn(dummy, y, noise_fn=noise_fn))
     with _open_session(dist, ckpt, ema) as sess:
-      out = _run_batch(sess, outputs, noises, seed, 0)
+      out = run_seeded(sess, outputs, noises, seed, 0)
   # slot k of progressive_samples is the x_0 prediction at t = k * freq: reverse it to follow the chain from noise
   seq = np.concatenate([out['progressive_samples'][:, ::-1], out['samples'][:, None]], axis=1)  # [B, K + 1, H, W, C]
   seq = to_uint8(seq)

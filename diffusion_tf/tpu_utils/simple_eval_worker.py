@@ -60,9 +60,6 @@ class SimpleEvalWorker:
       self._bpd(ckpt, ema, input_fn, max_batches, out_path, step, save_every_secs)
     return out_path
 
-  def _replicated(self, fn, inputs):
-    return self.dist.replicate(fn, inputs)
-
   def _bpd(self, ckpt, ema, input_fn, max_batches, out_path, step, save_every_secs):
     partial_path = out_path[:-len('.npz')] + '.partial.npz'
     results = {k: [] for k in _BPD_KEYS}
@@ -88,7 +85,7 @@ class SimpleEvalWorker:
       H, W, C = self.dataset.image_shape
       x_ph = tf.placeholder(tf.int32, [self.total_bs, H, W, C])
       y = tf.zeros([self.total_bs], tf.int32)
-      out = self._replicated(lambda x_, y_: model.bpd_fn(utils.normalize_data(tf.cast(x_, tf.float32)), y_),
+      out = self.dist.replicate(lambda x_, y_: model.bpd_fn(utils.normalize_data(tf.cast(x_, tf.float32)), y_),
                              [x_ph, y])
       data = tf.data.make_one_shot_iterator(
         input_fn({'batch_size': self.total_bs}).skip(done_batches)).get_next()
@@ -121,26 +118,16 @@ class SimpleEvalWorker:
       len(arrays['total_bpd']), out_path))
 
   def _progressive(self, ckpt, ema, seed, out_path, step):
-    from .script_utils import SeededNoise
+    from .script_utils import build_seeded_samples, run_seeded
     with tf.Graph().as_default():
       model = self.model_constructor()
-      noises = []
-
-      def _fn(dummy_noise):
-        noise = SeededNoise(replica=len(noises)) if self.dist.kind != 'tpu' else tf.random_normal
-        noises.append(noise)
-        return model.progressive_samples_fn(dummy_noise, tf.zeros([dummy_noise.shape[0]], tf.int32), noise_fn=noise)
-
-      dummy = tf.zeros([self.total_bs] + list(self.dataset.image_shape), tf.float32)
-      out = self._replicated(_fn, [dummy])
+      out, noises = build_seeded_samples(
+        self.dist, self.total_bs, self.dataset.image_shape,
+        lambda dummy, y, noise_fn: model.progressive_samples_fn(dummy, y, noise_fn=noise_fn))
       with self.dist.session() as sess:
         sess.run(tf.local_variables_initializer())
         tpu_utils.restore_weights(sess, ckpt, ema=ema)
-        feed = {}
-        for noise in noises:
-          if isinstance(noise, SeededNoise):
-            feed.update(noise.feed(seed, 0))
-        result = sess.run(out, feed)
+        result = run_seeded(sess, out, noises, seed, 0)
     samples = to_uint8(result['samples'])
     progressive = to_uint8(result['progressive_samples'][:, ::-1])  # from t = T - 1 down to t = 0
     save_npz_atomic(out_path, samples=samples, progressive_samples=progressive, step=np.int64(step))

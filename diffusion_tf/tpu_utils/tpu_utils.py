@@ -173,13 +173,14 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
   utils.ema_scope reads during training); variables without a shadow (global_step) are loaded as they are.
   """
   var_list = tf.global_variables() if var_list is None else var_list
+  trainable = set(tf.trainable_variables())
   reader = tf.train.load_checkpoint(ckpt)
   shapes = reader.get_variable_to_shape_map()
   name_map, missing = {}, []
   for v in var_list:
     name = v.op.name
     src = name + EMA_SUFFIX if (ema and name != 'global_step' and name + EMA_SUFFIX in shapes) else name
-    if ema and name != 'global_step' and v in tf.trainable_variables() and src == name:
+    if ema and name != 'global_step' and v in trainable and src == name:
       missing.append(name + EMA_SUFFIX)
       continue
     if src not in shapes:
@@ -651,33 +652,20 @@ class EvalWorker:
 
   # -- sampling
   def _build(self):
-    from .script_utils import SeededNoise
+    from .script_utils import build_seeded_samples
     model = self.model_constructor()
     assert isinstance(model, Model)
-    noises = []
-
-    def _fn(dummy_noise):
-      if self.dist.kind == 'tpu':  # stateless per-batch seeding needs a variable counter: keep TPU programs simple
-        noise_fn = tf.random_normal
-      else:
-        noise_fn = SeededNoise(replica=len(noises))
-        noises.append(noise_fn)
-      y = tf.zeros([dummy_noise.shape[0]], dtype=tf.int32)
-      return {'samples': model.samples_fn(dummy_noise, y, noise_fn=noise_fn)['samples']}
-
-    dummy = tf.zeros([self.total_bs] + list(self.dataset.image_shape), tf.float32)
-    return self.dist.replicate(_fn, [dummy])['samples'], noises
+    outputs, noises = build_seeded_samples(
+      self.dist, self.total_bs, self.dataset.image_shape,
+      lambda dummy, y, noise_fn: {'samples': model.samples_fn(dummy, y, noise_fn=noise_fn)['samples']})
+    return outputs['samples'], noises
 
   def _sample(self, sess, samples, noises, seed):
-    from .script_utils import to_uint8
+    from .script_utils import run_seeded, to_uint8
     out, num_batches = [], -(-self.num_inception_samples // self.total_bs)
     t0 = time.time()
     for b in range(num_batches):
-      feed = {}
-      for noise in noises:
-        feed.update(noise.feed(seed, b))
-      sess.run([noise.reset_op for noise in noises])
-      out.append(to_uint8(sess.run(samples, feed)))
+      out.append(to_uint8(run_seeded(sess, samples, noises, seed, b)))
       self._print('  sampled batch {}/{} ({:.0f} s)'.format(b + 1, num_batches, time.time() - t0))
     return np.concatenate(out)[:self.num_inception_samples]
 
