@@ -149,3 +149,50 @@ def test_mirrored_training_on_two_cpu_replicas(tmp_path, capsys):
   w0 = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-0')).get_tensor(w)
   assert np.abs(reader.get_tensor(w) - w0).max() > 10 * np.abs(reader.get_tensor(w_ema) - w0).max()
   assert {'train/loss', 'train/gnorm', 'train/pnorm', 'train/lr'} <= set(read_scalars(model_dir))
+
+
+class _QuadraticModel(tpu_utils.Model):
+  """loss = 0.5 * mean_b ||w - s_b a||^2 with s_b the mean of example b's pixels in [-1, 1]: gradient w - mean_b(s_b) a."""
+
+  A = np.array([1., 2., 2.], np.float32)  # norm 3
+
+  def train_fn(self, x, y):
+    w = tf.get_variable('w', initializer=np.zeros(3, np.float32))
+    s = tf.reduce_mean(x, axis=[1, 2, 3])  # [B]
+    return {'loss': 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(w[None] - s[:, None] * self.A[None]), axis=1))}
+
+
+def _rmsprop_first_step(grad, lr, decay=.95, momentum=.9, eps=1e-8):
+  """tf.train.RMSPropOptimizer's first update of a variable (its mean square starts at 1, its momentum at 0)."""
+  ms = decay * 1. + (1. - decay) * grad ** 2
+  return -(momentum * 0. + lr * grad / np.sqrt(ms + eps))
+
+
+def test_mirrored_clipping_averages_each_replicas_clipped_gradient(tmp_path):
+  """2 CPU replicas, one example each: replica 0's gradient has norm 3 (clipped at grad_clip = 1), replica 1's
+  norm ~0.01 (not clipped). The step applies mean_i clip(g_i, 1), recomputed here in numpy, through RMSProp (whose
+  first step, unlike Adam's, depends on the gradient's scale)."""
+  pixels = np.array([255, 128], np.int32)  # example k: every pixel equals pixels[k]
+
+  def input_fn(params):
+    images = np.repeat(pixels, 2 * 2 * 3).reshape(2, 2, 2, 3)
+    ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': np.zeros(2, np.int32)})
+    return ds.repeat().batch(params['batch_size'], drop_remainder=True)
+
+  lr, grad_clip = 0.1, 1.
+  model_dir = str(tmp_path / 'run')
+  tpu_utils.run_training(model_constructor=_QuadraticModel, train_input_fn=input_fn, total_bs=2, optimizer='rmsprop',
+                         lr=lr, warmup=0, grad_clip=grad_clip, model_dir=model_dir, save_checkpoints_steps=1,
+                         max_steps=1, num_cpu_replicas=2, printer=lambda *_: None)
+  w1 = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-1')).get_tensor('w')
+
+  a = _QuadraticModel.A.astype(np.float64)
+  grads = [0. - (p / 127.5 - 1.) * a for p in pixels]  # per replica, at w = 0
+  clip = lambda g, c: g * min(1., c / np.linalg.norm(g))
+  assert np.linalg.norm(grads[0]) > grad_clip > np.linalg.norm(grads[1])
+  expected = _rmsprop_first_step(np.mean([clip(g, grad_clip) for g in grads], axis=0), lr)
+  np.testing.assert_allclose(w1, expected, rtol=1e-5)
+  # what other clipping rules would give is far from it: the test can tell them apart
+  for other in [clip(np.mean(grads, axis=0), grad_clip),  # clip the averaged gradient
+                np.sum([clip(g / 2, grad_clip) for g in grads], axis=0)]:  # clip at grad_clip after the 1/N scaling
+    assert np.abs(_rmsprop_first_step(other, lr) - expected).max() > 100 * 1e-5 * np.abs(expected).max()

@@ -2,7 +2,8 @@
 
   run_training(...)  trains a `Model` with a TPUEstimator: on TPU cores when `tpu` names a TPU, otherwise with
                      use_tpu=False on this machine (one CPU or GPU), or with an Estimator and a MirroredStrategy
-                     when several GPUs are used. Adam (or RMSProp) with a linear warm-up and gradient clipping, an
+                     when several GPUs are used. Adam (or RMSProp) with a linear warm-up and gradient clipping (each
+                     replica's gradient clipped at grad_clip, then averaged, as in the original), an
                      EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
                      and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
                      the run with an error naming the step, without updating the weights.
@@ -359,6 +360,22 @@ def _parse_nonfinite_error(e):
   return (int(match.group(1)), match.group(2)) if match else None
 
 
+def replica_grad_clip(grad_clip, num_replicas):
+  """The global-norm bound for one replica's gradients, given the bound `grad_clip` of the original.
+
+  Each of the N replicas differentiates its own loss scaled by 1/N (the TPU's CrossShardOptimizer and, in a
+  MirroredStrategy, the v1 optimizer do this), and the replicas' gradients are summed. Clipping g_i / N at
+  grad_clip / N is clip(g_i, grad_clip) / N, so the applied gradient is the original's
+
+      (1/N) sum_i clip(g_i, grad_clip),    clip(g, c) = g * min(1, c / ||g||)   (global norm over all variables)
+
+  (the original passed grad_clip / num_tpu_replicas() to utils.make_optimizer). The norm it returns, the logged
+  `train/gnorm`, is that of g_i / N, as in the original.
+  """
+  assert num_replicas >= 1, num_replicas
+  return grad_clip / float(num_replicas)
+
+
 def _make_ema(*, global_step, ema_decay, trainable_variables, mirrored):
   """utils.make_ema: shadows `<variable>/ExponentialMovingAverage`, shadow <- shadow - (1 - decay) (shadow - variable),
   decay ~0 at step 0. Under a MirroredStrategy the shadows are built once in cross-replica context (merge_call):
@@ -469,7 +486,7 @@ def run_training(
     warmed_up_lr = utils.get_warmed_up_lr(max_lr=lr, warmup=warmup, global_step=global_step)
     train_op, gnorm = utils.make_optimizer(
       loss=loss, trainable_variables=trainable_variables, global_step=global_step, lr=warmed_up_lr,
-      optimizer=optimizer, grad_clip=grad_clip, tpu=use_tpu)
+      optimizer=optimizer, grad_clip=replica_grad_clip(grad_clip, dist.num_replicas), tpu=use_tpu)
 
     # ema, updated after each step
     ema, ema_op = _make_ema(global_step=global_step, ema_decay=ema_decay, trainable_variables=trainable_variables,
