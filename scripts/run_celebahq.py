@@ -162,13 +162,15 @@ def train(
 
 
 def evaluation(
-    model_dir, tpu_name=None, bucket_name_prefix=None, once=False, dump_samples_only=False, total_bs=64,
-    tfds_data_dir='tensorflow_datasets', load_ckpt=None,
+    model_dir, tpu_name=None, bucket_name_prefix=None, once=False, dump_samples_only=False, total_bs=128,
+    tfds_data_dir='tensorflow_datasets',
     # Not in the original:
-    region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
-    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0):
+    load_ckpt=None, region=None, num_inception_samples=2048, inception_graph=None, stats_dir=None,
+    non_ema_pass=False, num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None,
+    full_reference_sets=False):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
-  training set (CelebA-HQ has no test split). Flags as in run_cifar.py evaluation.
+  training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags as in
+  run_cifar.py evaluation.
   """
   paths = Paths(bucket_name_prefix, region)
   model_dir = paths.resolve(model_dir)
@@ -180,7 +182,8 @@ def evaluation(
     model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
     once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
     num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
-    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed,
+    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed, samples_dir=samples_dir,
+    full_reference_sets=full_reference_sets,
     stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir))
 
 

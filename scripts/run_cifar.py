@@ -140,7 +140,7 @@ def train(
     dropout=0.1, randflip=1, tfds_data_dir='tensorflow_datasets', log_dir='logs', keep_checkpoint_max=2,
     # Not in the original: where and how long to run.
     region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
-    save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999, resolution=None, num_gpus=None,
+    save_checkpoints_secs=None, iterations_per_loop=2000, ema_decay=0.9999, resolution=None, num_gpus=None,
     num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None):
   """Train a diffusion model; the defaults are the paper's CIFAR-10 run.
 
@@ -169,14 +169,18 @@ def evaluation(  # evaluation loop for use during training
     tfds_data_dir='tensorflow_datasets', load_ckpt=None,
     # Not in the original:
     region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
-    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0):
+    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False):
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
-  image grid, and the Inception Score and FID against the training set and the test set (TensorBoard under
-  model_dir/eval, and a JSON per checkpoint). --once evaluates the latest checkpoint (or --load_ckpt) and stops;
-  --dump_samples_only writes the samples (.npz, arr_0 uint8) without metrics; --non_ema_pass also evaluates the raw
-  weights. The Inception graph comes from --inception_graph or $DIFFUSION_TF_INCEPTION_GRAPH; real-data statistics
-  are cached in --stats_dir (default: <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long
-  without a new checkpoint.
+  image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
+  against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
+  10-split IS (.../inception50000_10splits, _std) (TensorBoard under model_dir/eval, and a JSON per checkpoint).
+  Reference statistics: the images the original measured (drop-remainder batches of total_bs: 49,920 training and
+  9,984 test images at 256), or every image with --full_reference_sets; the JSON records which.
+  --once evaluates the latest checkpoint (or --load_ckpt: model.ckpt-N in model_dir, or a path) and stops;
+  --dump_samples_only writes the samples (.npz, arr_0 uint8; into --samples_dir if given) without metrics;
+  --non_ema_pass also evaluates the raw weights (prefix eval/). The Inception graph comes from --inception_graph or
+  $DIFFUSION_TF_INCEPTION_GRAPH; real-data statistics are cached in --stats_dir (default:
+  <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long without a new checkpoint.
   """
   paths = Paths(bucket_name_prefix, region)
   model_dir = paths.resolve(model_dir)
@@ -188,7 +192,8 @@ def evaluation(  # evaluation loop for use during training
     model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
     once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
     num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
-    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed,
+    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed, samples_dir=samples_dir,
+    full_reference_sets=full_reference_sets,
     stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir))
 
 

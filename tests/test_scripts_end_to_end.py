@@ -63,7 +63,13 @@ def test_evaluation_once_writes_metrics_matching_numpy(cifar_run, capsys, monkey
   code, out, err = run_main(capsys, 'run_cifar', ['evaluation', '--inception_graph={}'.format(graph)] + common)
   assert code == 0, err
   result = json.load(open(os.path.join(model_dir, 'eval', 'step00000003_ema_metrics.json')))
-  assert result['num_samples'] == 8 and result['step'] == 3
+  assert result['num_samples'] == 8 and result['step'] == 3 and result['reference_images'] == 'original'
+  # the original's reference images: drop-remainder batches of total_bs (10 training images -> 8, 4 test -> 4)
+  assert result['ref_num_images_train'] == 8 and result['ref_num_images_test'] == 4
+  scalars = read_scalars(os.path.join(model_dir, 'eval'))
+  assert {'eval_ema/samples/inception8', 'eval_ema/samples/trainfid8', 'eval_ema/samples/fid8',
+          'eval_ema/samples/inception8_10splits', 'eval_ema/samples/inception8_10splits_std',
+          'eval_ema/real_inception_score_train', 'eval_ema/real_inception_score'} <= set(scalars), sorted(scalars)
   assert os.path.exists(os.path.join(model_dir, 'eval', 'step00000003_ema_samples.png'))
   # the same seeded samples, dumped, give the same numbers computed independently here
   code, out, err = run_main(capsys, 'run_cifar', ['evaluation', '--dump_samples_only'] + common)
@@ -73,11 +79,14 @@ def test_evaluation_once_writes_metrics_matching_numpy(cifar_run, capsys, monkey
   with inception.InceptionExtractor(path=graph) as extractor:
     pool, logits = extractor.features(samples)
     test_pool, _ = extractor.features(_tfds_images(cifar_run['tfds_dir'], 'test'))
-  assert result['inception_score'] == pytest.approx(metrics.inception_score_mean_std(logits, 8)[0], rel=1e-4)
+  # (the metrics saw the unrounded samples, the dump holds them rounded to uint8: close, not equal)
+  assert result['samples/inception8'] == pytest.approx(metrics.classifier_score_from_logits(logits), rel=1e-2)
+  assert result['samples/inception8_10splits'] == pytest.approx(
+    metrics.inception_score_mean_std(logits, 8)[0], rel=1e-2)
   mu, sigma = metrics.mean_and_covariance(pool)
   mu_t, sigma_t = metrics.mean_and_covariance(test_pool)
-  assert result['fid_test'] == pytest.approx(metrics.frechet_distance(mu_t, sigma_t, mu, sigma), rel=1e-3)
-  assert 'fid_train' in result
+  assert result['samples/fid8'] == pytest.approx(metrics.frechet_distance(mu_t, sigma_t, mu, sigma), rel=1e-2)
+  assert 'samples/trainfid8' in result
   # a rerun skips the evaluated checkpoint; the TensorBoard scalars are there
   code, out, _ = run_main(capsys, 'run_cifar', ['evaluation', '--inception_graph={}'.format(graph)] + common)
   assert code == 0 and 'already evaluated' in out

@@ -120,6 +120,13 @@ class _ImageDataset:
     """The training set once, in a fixed order (the last incomplete batch is dropped)."""
     return self._proc_and_batch(self._train_images(shuffle=False), _batch_size(params))
 
+  # The training images whose Inception statistics the evaluation compares samples with, and their name in the
+  # statistics cache: as the original, the one-pass training set.
+  reference_split_name = 'train'
+
+  def reference_input_fn(self, params):
+    return self.train_one_pass_input_fn(params)
+
   def eval_input_fn(self, params):
     """The test split once, in a fixed order; None if the dataset has no test split."""
     batch_size = _batch_size(params)
@@ -414,6 +421,18 @@ class LsunDataset(_ImageDataset):
 
   def _eval_images(self):
     return None
+
+  @property
+  def reference_split_name(self):
+    return 'train-shuffled{}'.format(self.seed)
+
+  def reference_input_fn(self, params):
+    """The training set once, shuffled with the seed `seed`: the original's LSUN one-pass input was shuffled (an
+    unseeded 50,000-image buffer), so its first 30,000 images were a random subset. The buffer here is
+    train_input_fn's (bounded by memory: 10,922 images at 256x256) after a shuffle of the file order."""
+    ds = self._train_images(shuffle=True, seed=self.seed)
+    ds = ds.shuffle(self.shuffle_buffer_size, seed=self.seed, reshuffle_each_iteration=False)
+    return self._proc_and_batch(ds, _batch_size(params))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -529,6 +529,9 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
   """tpu_utils.run_training with a script's checked train() kwargs; `exp_name` is the run's full name, to which a
   non-default EMA decay and image size are appended. kwargs (with the image size) become the run's kwargs.json."""
   from . import tpu_utils
+  if kwargs.get('bucket_name_prefix') is not None and kwargs.get('tpu_name') is None:
+    print('--bucket_name_prefix without --tpu_name: training on this machine\'s devices with paths in {} (the '
+          'original required a TPU)'.format(paths.bucket))
   kwargs['image_size'] = ds.image_size
   if kwargs['ema_decay'] != 0.9999:
     exp_name += '_ema{}'.format(kwargs['ema_decay'])
@@ -565,18 +568,29 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
 
 def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
                  num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs, timeout_secs,
-                 seed, stats_name=None):
-  """A script's `evaluation` once its model_dir, dataset and statistics directory are known: tpu_utils.EvalWorker."""
+                 seed, stats_name=None, samples_dir=None, full_reference_sets=False, limit_dataset_size=0):
+  """A script's `evaluation` once its model_dir, dataset and statistics directory are known: tpu_utils.EvalWorker.
+
+  load_ckpt is relative to model_dir as in the original (model.ckpt-N), or a prefix or directory; samples_dir
+  receives --dump_samples_only's .npz; full_reference_sets: reference statistics of every image of the splits
+  instead of the original's drop-remainder batches (and limit_dataset_size).
+  """
   from . import tpu_utils
+  check_bool('full_reference_sets', full_reference_sets)
+  if load_ckpt is not None:
+    load_ckpt = tpu_utils.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve)
   worker = tpu_utils.EvalWorker(
     tpu_name=tpu_name,
     model_constructor=model_constructor,
     total_bs=total_bs,
     num_inception_samples=num_inception_samples,
     dataset=ds,
+    limit_dataset_size=limit_dataset_size,
     inception_graph=inception_graph,
     stats_dir=stats_dir,
     stats_name=stats_name,
-    num_gpus=num_gpus)
+    num_gpus=num_gpus,
+    reference='full' if full_reference_sets else 'original')
   worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
-             load_ckpt=paths.resolve(load_ckpt), poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed)
+             load_ckpt=load_ckpt, samples_dir=paths.resolve(samples_dir), poll_secs=poll_secs,
+             timeout_secs=timeout_secs, seed=seed)

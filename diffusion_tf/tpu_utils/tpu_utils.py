@@ -25,6 +25,7 @@ import tensorflow.compat.v1 as tf
 
 from .. import utils
 from . import tpu_summaries
+from .paths import is_url
 
 EMA_SUFFIX = '/ExponentialMovingAverage'
 _NONFINITE_MARKER = 'non-finite training loss at step'
@@ -156,6 +157,20 @@ def resolve_checkpoint(path):
     raise UsageError('checkpoint {} does not exist (no {}.index); expected a TF checkpoint prefix such as '
                      'model_dir/model.ckpt-1000, or a directory holding checkpoints'.format(path, path))
   return path
+
+
+def resolve_load_ckpt(model_dir, load_ckpt, resolve_path=None):
+  """The checkpoint a --load_ckpt flag names: a name relative to model_dir as in the original
+  (`model.ckpt-790000`), else a checkpoint prefix or a directory (passed through resolve_path first, e.g.
+  Paths.resolve for the bucket layout); None: model_dir's latest checkpoint. UsageError if there is none."""
+  if load_ckpt is None:
+    return resolve_checkpoint(model_dir)
+  load_ckpt = str(load_ckpt)
+  if model_dir and not is_url(load_ckpt) and not os.path.isabs(load_ckpt):
+    inside = os.path.join(model_dir, load_ckpt)
+    if checkpoint_exists(inside):
+      return inside
+  return resolve_checkpoint(resolve_path(load_ckpt) if resolve_path else load_ckpt)
 
 
 def checkpoint_step(ckpt):
@@ -592,9 +607,13 @@ def _divisor_batch_size(n, largest=100):
   return max(b for b in range(1, min(largest, n) + 1) if n % b == 0)
 
 
-def iterate_real_images(input_fn, num_examples=None):
-  """uint8 numpy batches [B, H, W, 3] of a dataset input fn, in its (fixed) order, from a graph of their own."""
-  batch_size = _divisor_batch_size(num_examples)
+def iterate_real_images(input_fn, num_examples=None, batch_size=None):
+  """uint8 numpy batches [B, H, W, 3] of a dataset input fn, in its (fixed) order, from a graph of their own.
+
+  batch_size: the input fn's batch size (its last incomplete batch is dropped); default the largest size <= 100
+  that divides num_examples, so that every image arrives.
+  """
+  batch_size = batch_size or _divisor_batch_size(num_examples)
   with tf.Graph().as_default():
     ds = input_fn({'batch_size': batch_size})
     batch = tf.data.make_one_shot_iterator(ds).get_next()
@@ -607,23 +626,60 @@ def iterate_real_images(input_fn, num_examples=None):
         yield images.astype(np.uint8)
 
 
-class EvalWorker:
-  """Samples from a run's checkpoints and measures them (the original's evaluation loop).
+def num_reference_images(num_examples, total_bs, limit_dataset_size=0):
+  """How many real images the original's evaluation measured: its input fns drop the last incomplete batch of
+  total_bs, and it took limit_dataset_size // total_bs batches when limit_dataset_size > 0. None: all (unknown)."""
+  if limit_dataset_size > 0:
+    num_batches = limit_dataset_size // total_bs
+    if num_examples is not None:
+      num_batches = min(num_batches, num_examples // total_bs)
+    return num_batches * total_bs
+  return None if num_examples is None else (num_examples // total_bs) * total_bs
 
-  For each checkpoint: `num_inception_samples` samples with the EMA weights (and, unless skip_non_ema_pass, the raw
-  weights) -> <logdir>/eval/step<N>_<ema>_samples.png (a grid), and either <...>_samples.npz (dump_samples_only) or
-  the Inception Score (10 splits) and FID against the training set and, if the dataset has one, the test set ->
-  TensorBoard scalars eval_<ema>/inception_score, fid_train, fid_test and <...>_metrics.json. Checkpoints whose
-  outputs exist are skipped, so a restarted worker continues.
+
+class EvalWorker:
+  """Samples from a run's checkpoints and measures them: the original's evaluation loop.
+
+  For each checkpoint, with the EMA weights (prefix `eval_ema`) and, unless skip_non_ema_pass, the raw weights
+  (prefix `eval`): `num_inception_samples` samples -> <logdir>/eval/step<N>_<ema|noema>_samples.png (a grid) and
+  either <samples_dir or logdir/eval>/step<N>_<ema|noema>_samples.npz (dump_samples_only) or the metrics, written
+  as TensorBoard scalars under the original's tags and as <logdir>/eval/step<N>_<ema|noema>_metrics.json:
+
+    <prefix>/samples/inception<n>          Inception Score of all n samples (one split), as the original
+    <prefix>/samples/inception<n>_10splits and _10splits_std   the paper's IS: mean and std over 10 splits
+    <prefix>/samples/trainfid<n>           FID against the training set
+    <prefix>/samples/fid<n>                FID against the test set (datasets with one)
+    <prefix>/real_inception_score_train, <prefix>/real_inception_score   IS of the real images (one split)
+
+  Samples reach the Inception graph as floats: clipped to [-1, 1] and mapped to [0, 255] without rounding.
+  Reference statistics come from the images the original measured (reference='original'): the dataset's
+  reference input (`reference_input_fn`: the one-pass training set; LSUN: shuffled) and its test split, in
+  batches of total_bs with the last incomplete batch dropped, at most limit_dataset_size // total_bs batches when
+  limit_dataset_size > 0 (run_lsun: 30000); reference='full' uses every image of both splits. Statistics are
+  cached in stats_dir. Checkpoints whose outputs exist are skipped, so a restarted worker continues.
   """
 
-  def __init__(self, *, model_constructor, total_bs, num_inception_samples, dataset, tpu_name=None, zone=None,
-               project=None, inception_graph=None, stats_dir=None, stats_name=None, num_gpus=None, printer=print):
+  REFERENCES = ('original', 'full')
+
+  def __init__(self, tpu_name, model_constructor, total_bs, dataset, inception_bs=8, num_inception_samples=1024,
+               limit_dataset_size=0, *, zone=None, project=None, inception_graph=None, stats_dir=None,
+               stats_name=None, num_gpus=None, reference='original', printer=print):
+    """inception_bs: images per run of the Inception graph (the original sampled in batches of inception_bs for the
+    metrics; here samples are drawn in batches of total_bs, and inception_bs only sizes the Inception runs)."""
     if not isinstance(num_inception_samples, int) or num_inception_samples < 2:
       raise UsageError('num_inception_samples={!r}; expected an integer >= 2'.format(num_inception_samples))
+    if not isinstance(inception_bs, int) or isinstance(inception_bs, bool) or inception_bs < 1:
+      raise UsageError('inception_bs={!r}; expected a positive integer'.format(inception_bs))
+    if not isinstance(limit_dataset_size, int) or isinstance(limit_dataset_size, bool) or limit_dataset_size < 0:
+      raise UsageError('limit_dataset_size={!r}; expected an integer >= 0 (0: no limit)'.format(limit_dataset_size))
+    if reference not in self.REFERENCES:
+      raise UsageError('reference={!r}; expected one of {}'.format(reference, ', '.join(self.REFERENCES)))
     self.model_constructor = model_constructor
     self.dataset = dataset
     self.num_inception_samples = num_inception_samples
+    self.inception_bs = inception_bs
+    self.limit_dataset_size = limit_dataset_size
+    self.reference = reference
     self.inception_graph = inception_graph
     self.stats_dir = stats_dir
     self.stats_name = stats_name or '{}-{}px'.format(dataset.name, dataset.image_size)
@@ -634,37 +690,58 @@ class EvalWorker:
     self._extractor = None
 
   # -- real data statistics
+  def _reference_splits(self):
+    """[(split name, input fn, number of images or None for all, batch size)] of the reference images."""
+    ds = self.dataset
+    splits = [('train', ds.reference_split_name, ds.reference_input_fn, ds.num_train_examples)]
+    if ds.num_eval_examples:  # None: no test split
+      splits.append(('test', 'test', ds.eval_input_fn, ds.num_eval_examples))
+    out = []
+    for key, name, input_fn, count in splits:
+      if self.reference == 'full':
+        out.append((key, name, input_fn, None, None))  # every image
+      else:
+        out.append((key, name, input_fn, num_reference_images(count, self.total_bs, self.limit_dataset_size),
+                    self.total_bs))
+    return out
+
   def _reference_stats(self):
     from . import fid_stats
     refs = {}
-    splits = [('train', self.dataset.train_one_pass_input_fn, self.dataset.num_train_examples)]
-    if self.dataset.num_eval_examples:  # None: no test split
-      splits.append(('test', self.dataset.eval_input_fn, self.dataset.num_eval_examples))
-    for split, input_fn, count in splits:
-      # the whole split (CIFAR-10: 50000 / 10000 images); unknown or larger splits: their first 50000 images
-      num = None if (count and count <= 50000) else 50000
+    for key, name, input_fn, num, batch_size in self._reference_splits():
+      count = dict(train=self.dataset.num_train_examples, test=self.dataset.num_eval_examples)[key]
       stats, path = fid_stats.get_or_compute_statistics(
-        self.stats_dir, dataset=self.stats_name, split=split, extractor=self._extractor, num_samples=num,
-        batches_fn=lambda input_fn=input_fn, count=count: iterate_real_images(input_fn, count))
-      self._print('reference statistics ({} split, {} images): {}'.format(split, stats.get('num_samples'), path))
-      refs[split] = (stats, path)
+        self.stats_dir, dataset=self.stats_name, split=name, extractor=self._extractor, num_samples=num,
+        batches_fn=lambda input_fn=input_fn, count=count, batch_size=batch_size: iterate_real_images(
+          input_fn, count, batch_size))
+      self._print('reference statistics ({} split, {} images, {} set): {}'.format(
+        key, stats.get('num_samples'), self.reference, path))
+      refs[key] = (stats, path)
     return refs
 
-  def _metrics(self, samples_uint8, refs):
+  def _metrics(self, samples, refs):
+    """The metrics of samples [n, H, W, 3] (floats in [-1, 1]) against the reference statistics, under the
+    original's names (without the eval_ema/eval prefix), plus the 10-split IS and the reference files."""
     from . import classifier_metrics_numpy as metrics
     from . import fid_stats
+    assert samples.dtype in (np.float32, np.float64), samples.dtype  # never rounded before the Inception graph
+    n = len(samples)
     moments, logits = fid_stats.RunningMoments(), []
-    for start in range(0, len(samples_uint8), 500):
-      pool_3, batch_logits = self._extractor.features(samples_uint8[start:start + 500])
+    for start in range(0, n, 500):
+      pool_3, batch_logits = self._extractor.features(samples[start:start + 500])
       moments.update(pool_3)
       logits.append(batch_logits)
     mu, sigma = moments.mean_and_covariance()
     logits = np.concatenate(logits)
-    is_mean, is_std = metrics.inception_score_mean_std(logits, num_splits=min(10, len(logits)))
-    out = {'inception_score': is_mean, 'inception_score_std': is_std}
-    for split, (stats, path) in refs.items():
-      out['fid_' + split] = metrics.frechet_distance(stats['mu'], stats['sigma'], mu, sigma)
-      out['ref_stats_' + split] = path
+    is_mean, is_std = metrics.inception_score_mean_std(logits, num_splits=min(10, n))
+    out = {'samples/inception{}'.format(n): metrics.classifier_score_from_logits(logits),
+           'samples/inception{}_10splits'.format(n): is_mean,
+           'samples/inception{}_10splits_std'.format(n): is_std}
+    for key, (stats, path) in refs.items():
+      tag = 'trainfid' if key == 'train' else 'fid'
+      out['samples/{}{}'.format(tag, n)] = metrics.frechet_distance(stats['mu'], stats['sigma'], mu, sigma)
+      if stats.get('inception_score') is not None:
+        out['real_inception_score_train' if key == 'train' else 'real_inception_score'] = stats['inception_score']
     return out
 
   # -- sampling
@@ -678,27 +755,37 @@ class EvalWorker:
     return outputs['samples'], noises
 
   def _sample(self, sess, samples, noises, seed):
-    from .script_utils import run_seeded, to_uint8
+    """num_inception_samples float32 samples in (about) [-1, 1], as the model produced them."""
+    from .script_utils import run_seeded
     out, num_batches = [], -(-self.num_inception_samples // self.total_bs)
     t0 = time.time()
     for b in range(num_batches):
-      out.append(to_uint8(run_seeded(sess, samples, noises, seed, b)))
+      out.append(np.asarray(run_seeded(sess, samples, noises, seed, b), np.float32))
       self._print('  sampled batch {}/{} ({:.0f} s)'.format(b + 1, num_batches, time.time() - t0))
     return np.concatenate(out)[:self.num_inception_samples]
 
-  def run(self, logdir, once: bool, skip_non_ema_pass=True, dump_samples_only=False, load_ckpt=None, poll_secs=60,
-          timeout_secs=None, seed=0):
+  def run(self, logdir, once: bool, skip_non_ema_pass=True, dump_samples_only=False, load_ckpt=None,
+          samples_dir=None, seed=0, poll_secs=60, timeout_secs=None):
+    """Evaluate the checkpoints of logdir as they appear (once: one checkpoint, then return).
+
+    load_ckpt: one checkpoint, named relative to logdir as in the original (model.ckpt-790000), or a prefix or
+    directory; implies once. samples_dir: where dump_samples_only writes its .npz (default logdir/eval).
+    """
     from .. import inception
-    from .script_utils import save_npz_atomic, write_json_atomic
+    from .script_utils import save_npz_atomic, to_uint8, write_json_atomic
     from .paths import check_writable_dir
     if load_ckpt is not None:
-      load_ckpt = resolve_checkpoint(load_ckpt)
+      load_ckpt = resolve_load_ckpt(logdir, load_ckpt)
       once = True
     eval_dir = os.path.join(logdir, 'eval')
     check_writable_dir(eval_dir, 'eval dir')
+    dump_dir = samples_dir or eval_dir
+    if dump_samples_only and samples_dir:
+      check_writable_dir(dump_dir, 'samples_dir')
     passes = [True] if skip_non_ema_pass else [True, False]
-    done_file = lambda step, ema: os.path.join(eval_dir, 'step{:08d}_{}{}'.format(
-      step, 'ema' if ema else 'noema', '_samples.npz' if dump_samples_only else '_metrics.json'))
+    done_file = lambda step, ema: os.path.join(
+      dump_dir if dump_samples_only else eval_dir,
+      'step{:08d}_{}{}'.format(step, 'ema' if ema else 'noema', '_samples.npz' if dump_samples_only else '_metrics.json'))
     if once:
       load_ckpt = load_ckpt or resolve_checkpoint(logdir)
       done = [done_file(checkpoint_step(load_ckpt), ema) for ema in passes]
@@ -706,7 +793,7 @@ class EvalWorker:
         self._print('{} exist: checkpoint {} is already evaluated'.format(', '.join(done), load_ckpt))
         return
     if not dump_samples_only:  # fail on a missing Inception graph before any sampling
-      self._extractor = inception.InceptionExtractor(path=self.inception_graph)
+      self._extractor = inception.InceptionExtractor(path=self.inception_graph, batch_size=max(self.inception_bs, 100))
       refs = self._reference_stats()
 
     with tf.Graph().as_default():
@@ -722,7 +809,8 @@ class EvalWorker:
           step = checkpoint_step(ckpt)
           for ema in passes:
             tag = 'ema' if ema else 'noema'
-            prefix = os.path.join(eval_dir, 'step{:08d}_{}'.format(step, tag))
+            prefix = 'eval_ema' if ema else 'eval'  # the original's TensorBoard prefixes
+            grid = os.path.join(eval_dir, 'step{:08d}_{}_samples.png'.format(step, tag))
             out_file = done_file(step, ema)
             if tf.io.gfile.exists(out_file):
               self._print('{} exists: checkpoint {} ({}) is already evaluated'.format(out_file, ckpt, tag))
@@ -730,23 +818,27 @@ class EvalWorker:
             self._print('evaluating {} (step {}, {} weights): {} samples'.format(
               ckpt, step, tag, self.num_inception_samples))
             restore_weights(sess, ckpt, ema=ema)
-            images = self._sample(sess, samples, noises, seed)
-            utils.save_tiled_imgs(prefix + '_samples.png', images[:100])
-            writer.images('eval_{}/samples'.format(tag), images[:64], step=step)
+            samples_float = self._sample(sess, samples, noises, seed)
+            images = to_uint8(samples_float)  # for the grid and the dumps; the metrics use the floats
+            utils.save_tiled_imgs(grid, images[:100])
+            writer.images('{}/samples/samples'.format(prefix), images[:64], step=step)
             if dump_samples_only:
               save_npz_atomic(out_file, arr_0=images)
               self._print('wrote {}'.format(out_file))
               continue
-            result = self._metrics(images, refs)
+            result = self._metrics(samples_float, refs)
             for k, v in result.items():
-              if not k.startswith('ref_stats'):
-                writer.scalar('eval_{}/{}'.format(tag, k), v, step=step)
+              writer.scalar('{}/{}'.format(prefix, k), v, step=step)
             writer.flush()
-            result.update(checkpoint=ckpt, step=step, weights=tag, num_samples=len(images), seed=seed,
-                          inception_graph=self._extractor.graph_path,
-                          inception_graph_sha256=self._extractor.graph_sha256)
+            result.update(
+              checkpoint=ckpt, step=step, weights=tag, num_samples=len(samples_float), seed=seed,
+              reference_images=self.reference, inception_graph=self._extractor.graph_path,
+              inception_graph_sha256=self._extractor.graph_sha256,
+              **{'ref_stats_' + key: path for key, (_, path) in refs.items()},
+              **{'ref_num_images_' + key: int(stats['num_samples']) for key, (stats, _) in refs.items()})
             write_json_atomic(out_file, result)
-            self._print('step {} {}: IS {:.3f} +- {:.3f}, {}'.format(
-              step, tag, result['inception_score'], result['inception_score_std'], ', '.join(
-                'FID({}) {:.3f}'.format(k[4:], v) for k, v in sorted(result.items()) if k.startswith('fid_'))))
+            n = len(samples_float)
+            self._print('step {} {}: {}'.format(step, tag, ', '.join('{} {:.4f}'.format(k, result[k]) for k in [
+              'samples/inception{}'.format(n), 'samples/inception{}_10splits'.format(n),
+              'samples/trainfid{}'.format(n), 'samples/fid{}'.format(n)] if k in result)))
       writer.close()
