@@ -196,3 +196,27 @@ def test_mirrored_clipping_averages_each_replicas_clipped_gradient(tmp_path):
   for other in [clip(np.mean(grads, axis=0), grad_clip),  # clip the averaged gradient
                 np.sum([clip(g / 2, grad_clip) for g in grads], axis=0)]:  # clip at grad_clip after the 1/N scaling
     assert np.abs(_rmsprop_first_step(other, lr) - expected).max() > 100 * 1e-5 * np.abs(expected).max()
+
+
+def test_lsun_warm_start_initialises_every_variable(tmp_path):
+  """run_lsun --warm_start_model_dir warms all variables as the original's vars_to_warm_start=['.*']: the weights,
+  Adam's slots and power accumulators, the EMA shadows and the global step."""
+  from helpers_data import make_tiny_lsun
+  run_lsun = load_script('run_lsun')
+  tfr = str(tmp_path / 'tiny-r04.tfrecords')
+  make_tiny_lsun(tfr, 8, 16)
+  common = dict(model_name='tiny', num_diffusion_timesteps=10, total_bs=2, warmup=0, lr=1e-3, tfr_file=tfr,
+                save_checkpoints_steps=1)
+  source, warmed = str(tmp_path / 'source'), str(tmp_path / 'warmed')
+  run_lsun.train(exp_name='s', model_dir=source, max_steps=2, **common)
+  run_lsun.train(exp_name='w', model_dir=warmed, max_steps=3, warm_start_model_dir=source, **common)
+  src = tf.train.load_checkpoint(os.path.join(source, 'model.ckpt-2'))
+  assert checkpoint_steps(warmed) == [2, 3]  # the step count continued from 2: one step was trained
+  dst = tf.train.load_checkpoint(os.path.join(warmed, 'model.ckpt-3'))
+  # Adam's beta1 power is 0.9^(steps + 1): 0.9^3 after the source's 2 steps, 0.9^4 after one more
+  assert src.get_tensor('beta1_power') == pytest.approx(0.9 ** 3)
+  assert dst.get_tensor('beta1_power') == pytest.approx(0.9 ** 4)
+  # the EMA shadow moved from the source's by (1 - 0.9999) of one step: it was warm-started, not reinitialised
+  w_ema = 'model/conv_in/W/ExponentialMovingAverage'
+  np.testing.assert_allclose(dst.get_tensor(w_ema), src.get_tensor(w_ema), atol=1e-5)
+  assert np.abs(src.get_tensor(w_ema) - src.get_tensor('model/conv_in/W')).max() < 1e-2
