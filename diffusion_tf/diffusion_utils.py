@@ -7,7 +7,7 @@ import tensorflow.compat.v1 as tf
 
 from . import nn
 from .diffusion_core import GaussianDiffusionBase, noise_like, step_noise_like  # noqa: F401 (noise_like: API)
-from .diffusion_utils_2 import get_beta_schedule  # noqa: F401 (scripts import it from here, as in the original)
+from .diffusion_utils_2 import get_beta_schedule, normal_kl  # noqa: F401 (the original's names in this module)
 
 LOSS_TYPES = ('noisepred',)
 

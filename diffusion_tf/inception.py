@@ -188,10 +188,10 @@ def preprocess_images(images):
     pixels = (tf.clip_by_value(tf.cast(images, tf.float32), -1., 1.) + 1.) * 127.5
   else:
     raise ValueError('images must be uint8 or float in [-1, 1], got {}'.format(images.dtype))
-  return _preprocess_pixels(pixels)
+  return preprocess_pixels(pixels)
 
 
-def _preprocess_pixels(pixels):
+def preprocess_pixels(pixels):
   """tfgan.eval.preprocess_image: float pixels [B, H, W, 3] in [0, 255] -> [B, 299, 299, 3] in [-1, 1]."""
   import tensorflow_gan as tfgan  # imported here: tensorflow_gan logs deprecation warnings when imported
   out = tfgan.eval.preprocess_image(pixels, height=INCEPTION_IMAGE_SIZE, width=INCEPTION_IMAGE_SIZE)
@@ -272,7 +272,7 @@ class InceptionExtractor:
     self._graph = tf.Graph()
     with self._graph.as_default():
       self._pixels = tf.placeholder(tf.float32, [None, None, None, 3], name='pixels')  # from images_to_pixels
-      self._outputs = run_inception(_preprocess_pixels(self._pixels), graph_def=graph.graph_def)
+      self._outputs = run_inception(preprocess_pixels(self._pixels), graph_def=graph.graph_def)
     self._graph.finalize()
     if session_config is None:
       session_config = tf.ConfigProto(allow_soft_placement=True)

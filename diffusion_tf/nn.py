@@ -8,6 +8,8 @@ import math
 
 import tensorflow.compat.v1 as tf
 
+DEFAULT_DTYPE = tf.float32  # the dtype of every variable and activation
+
 
 def default_init(scale):
   """Variance scaling, fan_avg mode, uniform: U(-a, a), a = sqrt(3 * scale / ((fan_in + fan_out) / 2)).
@@ -16,6 +18,13 @@ def default_init(scale):
   """
   scale = 1e-10 if scale == 0 else scale
   return tf.initializers.variance_scaling(scale=scale, mode='fan_avg', distribution='uniform')
+
+
+def debug_print(x, name):
+  """x, printing `name` and the mean, std, min and max of x (tf.print, to stderr) whenever it is evaluated."""
+  print_op = tf.print(name, tf.reduce_mean(x), tf.math.reduce_std(x), tf.reduce_min(x), tf.reduce_max(x))
+  with tf.control_dependencies([print_op]):
+    return tf.identity(x)
 
 
 def flatten(x):

@@ -9,6 +9,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
+# The original read the GCS bucket's region here; it lives with the bucket layout, in tpu_utils/paths.py.
+from .tpu_utils.paths import get_gcp_region  # noqa: F401
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Data scaling: uint8 pixels {0..255} <-> the model's [-1, 1] (DDPM sec. 3.3)
@@ -160,7 +163,12 @@ def seed_all(seed):
 # Images
 
 def tile_imgs(imgs, *, pad_pixels=1, pad_val=255, num_col=0):
-  """[N, H, W, C] uint8 -> one [rows*(H+pad)+pad, cols*(W+pad)+pad, C] grid image, filled row by row."""
+  """[N, H, W, C] uint8 -> one grid image filled row by row, laid out as the original's grids.
+
+  num_col columns (default: a ceil(sqrt(N)) x ceil(sqrt(N)) square); each image is framed by pad_pixels of pad_val,
+  so neighbours are 2 * pad_pixels apart and the outer frame is cropped; empty cells are pad_val. Returns
+  [rows (H + 2p) - 2p, cols (W + 2p) - 2p, C], or without the channel axis for C = 1.
+  """
   assert pad_pixels >= 0 and 0 <= pad_val <= 255
   imgs = np.asarray(imgs)
   assert imgs.dtype == np.uint8, 'expected uint8 images, got {}'.format(imgs.dtype)
@@ -169,16 +177,16 @@ def tile_imgs(imgs, *, pad_pixels=1, pad_val=255, num_col=0):
   n, h, w, c = imgs.shape
   assert c in (1, 3), 'expected 1 or 3 channels, got {}'.format(c)
   if num_col <= 0:
-    # as square as possible, and exactly square when n is a square number
-    num_row = int(np.ceil(np.sqrt(n)))
-    num_col = int(np.ceil(n / num_row))
+    num_row = num_col = int(np.ceil(np.sqrt(n)))
   else:
     num_row = int(np.ceil(n / num_col))
-  padded = np.full((num_row * num_col, h + pad_pixels, w + pad_pixels, c), pad_val, dtype=np.uint8)
-  padded[:n, :h, :w] = imgs
-  grid = padded.reshape(num_row, num_col, h + pad_pixels, w + pad_pixels, c)
-  grid = grid.transpose(0, 2, 1, 3, 4).reshape(num_row * (h + pad_pixels), num_col * (w + pad_pixels), c)
-  grid = np.pad(grid, [[pad_pixels, 0], [pad_pixels, 0], [0, 0]], mode='constant', constant_values=pad_val)
+  p = pad_pixels
+  cells = np.full((num_row * num_col, h + 2 * p, w + 2 * p, c), pad_val, dtype=np.uint8)
+  cells[:n, p:p + h, p:p + w] = imgs
+  grid = cells.reshape(num_row, num_col, h + 2 * p, w + 2 * p, c).transpose(0, 2, 1, 3, 4)
+  grid = grid.reshape(num_row * (h + 2 * p), num_col * (w + 2 * p), c)
+  grid = grid[p:grid.shape[0] - p, p:grid.shape[1] - p]
+  assert grid.shape == (num_row * (h + 2 * p) - 2 * p, num_col * (w + 2 * p) - 2 * p, c)
   return grid[..., 0] if c == 1 else grid
 
 

@@ -68,6 +68,10 @@ class Model(tpu_utils.Model):
     assert out.shape.as_list() == [B, H, W, orig_out_ch]
     return out
 
+  def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
+    # tpu_utils.Model.samples_fn under this script's parameter names, as in the original
+    return super().samples_fn(dummy_noise, y, noise_fn=noise_fn)
+
   def _losses(self, denoise_fn, x_start, t):
     return self.diffusion.p_losses(denoise_fn=denoise_fn, x_start=x_start, t=t)
 

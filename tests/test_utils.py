@@ -60,12 +60,14 @@ def test_ema_starts_at_the_weights_and_ema_scope_reads_the_shadows():
 def test_tile_imgs_places_images_row_by_row():
   imgs = np.stack([np.full([2, 3, 3], i * 10, np.uint8) for i in range(5)])
   grid = utils.tile_imgs(imgs, pad_pixels=1, pad_val=255, num_col=3)
-  assert grid.shape == (2 * 3 + 1, 3 * 4 + 1, 3)
-  assert grid[1, 1, 0] == 0 and grid[1, 5, 0] == 10 and grid[1, 9, 0] == 20 and grid[4, 1, 0] == 30
-  assert grid[4, 9, 0] == 255  # the empty sixth cell is padding
-  assert grid[0].min() == 255 and grid[:, 0].min() == 255
+  # the original's layout: 2 pixels between neighbours, no outer frame
+  assert grid.shape == (2 * (2 + 2) - 2, 3 * (3 + 2) - 2, 3)
+  assert grid[0, 0, 0] == 0 and grid[0, 5, 0] == 10 and grid[0, 10, 0] == 20 and grid[4, 0, 0] == 30
+  assert grid[4, 10, 0] == 255  # the empty sixth cell is padding
+  assert grid[2:4].min() == 255 and grid[:, 3:5].min() == 255
   square = utils.tile_imgs(np.zeros([16, 4, 4, 1], np.uint8), pad_pixels=0)
   assert square.shape == (16, 16)
+  assert utils.tile_imgs(imgs, pad_pixels=0).shape == (3 * 2, 3 * 3, 3)  # 5 images: a 3 x 3 square
   with pytest.raises(AssertionError, match='uint8'):
     utils.tile_imgs(np.zeros([2, 4, 4, 3], np.float32))
 

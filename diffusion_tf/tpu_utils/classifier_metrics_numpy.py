@@ -21,11 +21,11 @@ def _as_float64_matrix(x, name):
   return x
 
 
-def log_softmax(logits):
-  """log p(y|x) = logits - logsumexp(logits) along the last axis, computed stably."""
-  logits = np.asarray(logits, dtype=np.float64)
-  shifted = logits - np.max(logits, axis=-1, keepdims=True)
-  return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+def log_softmax(x, axis=-1):
+  """log softmax(x) = x - logsumexp(x) along `axis`, computed stably (log p(y|x) from logits)."""
+  x = np.asarray(x, dtype=np.float64)
+  shifted = x - np.max(x, axis=axis, keepdims=True)
+  return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def kl_divergence(p, p_logits, q):
@@ -158,3 +158,19 @@ def frechet_classifier_distance_from_activations(real_activations, generated_act
   mu1, sigma1 = mean_and_covariance(real_activations)
   mu2, sigma2 = mean_and_covariance(generated_activations)
   return frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def test_all():
+  """Check these functions against TF-GAN's TensorFlow implementations on random inputs (raises AssertionError)."""
+  import tensorflow.compat.v1 as tf  # only for this check: the metrics themselves are numpy
+  import tensorflow_gan as tfgan
+  rng = np.random.RandomState(1234)
+  logits = rng.randn(64, 1008)
+  act1, act2 = rng.randn(64, 2048), rng.rand(256, 2048)
+  with tf.Graph().as_default(), tf.Session() as sess:
+    tf_score, tf_fid = sess.run([
+      tfgan.eval.classifier_score_from_logits(tf.convert_to_tensor(logits)),
+      tfgan.eval.frechet_classifier_distance_from_activations(tf.convert_to_tensor(act1), tf.convert_to_tensor(act2))])
+  assert np.allclose(tf_score, classifier_score_from_logits(logits)), (tf_score, classifier_score_from_logits(logits))
+  fid = frechet_classifier_distance_from_activations(act1, act2)
+  assert np.allclose(tf_fid, fid), (tf_fid, fid)

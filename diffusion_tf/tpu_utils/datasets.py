@@ -33,6 +33,7 @@ and otherwise raises a ValueError that says what to do (e.g. run `download_and_p
 
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -329,6 +330,17 @@ class TfdsDataset(_ImageDataset):
     return None if self._spec.eval_split is None else self._images(self._spec.eval_split, shuffle=False)
 
 
+class SimpleDataset(TfdsDataset):
+  """The original's class of the tfds datasets: SimpleDataset('cifar10' or 'celebahq256', tfds_data_dir)."""
+
+  DATASET_NAMES = ('cifar10', 'celebahq256')
+
+  def __init__(self, name, tfds_data_dir, *, seed=547):
+    if name not in self.DATASET_NAMES:
+      raise ValueError('SimpleDataset name={!r}; expected one of {}'.format(name, ', '.join(self.DATASET_NAMES)))
+    super().__init__(name, tfds_data_dir=tfds_data_dir, seed=seed)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # LSUN: StyleGAN2-format TFRecords
 
@@ -391,10 +403,19 @@ def check_lsun_tfrecords(tfr_file, resolution=None):
 class LsunDataset(_ImageDataset):
   """StyleGAN2-format TFRecords of square RGB images (LSUN church/bedroom/cat at 256x256)."""
 
-  def __init__(self, tfr_file, *, resolution=None, seed=547):
+  def __init__(self, tfr_file, resolution=256, max_images=None, shuffle_mb=4096, buffer_mb=256, *, seed=547):
+    """resolution: the images' size (None: whatever the TFRecords hold); max_images: read only the first
+    max_images images (in file order); shuffle_mb: MiB of decoded images in the training shuffle buffer (0: no
+    shuffling beyond the file order), as StyleGAN2's reader; buffer_mb: MiB of the TFRecord read buffer."""
     self._files, image_size = check_lsun_tfrecords(tfr_file, resolution)
-    super().__init__(name='lsun', image_size=image_size, seed=seed, num_train_examples=None,
+    for what, value in [('max_images', max_images), ('shuffle_mb', shuffle_mb), ('buffer_mb', buffer_mb)]:
+      if (value is not None or what != 'max_images') and (
+          not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
+        raise ValueError('{}={!r}; expected a non-negative integer'.format(what, value))
+    self.max_images, self.buffer_mb = max_images, int(buffer_mb)
+    super().__init__(name='lsun', image_size=image_size, seed=seed, num_train_examples=max_images,
                      num_eval_examples=None)
+    self.shuffle_buffer_size = max(1, (int(shuffle_mb) << 20) // (image_size * image_size * 3))
 
   def _parse(self, record):
     """Serialized Example -> uint8 [R, R, 3] (stored as CHW)."""
@@ -412,11 +433,13 @@ class LsunDataset(_ImageDataset):
 
   def _train_images(self, shuffle, seed=None):
     files = tf.data.Dataset.from_tensor_slices(self._files)
-    if shuffle:
+    if shuffle and self.max_images is None:  # max_images: the first images, in file order
       files = files.shuffle(len(self._files), seed=seed, reshuffle_each_iteration=True)
     # Files one after the other (StyleGAN2 writes one file per resolution); a parallel interleave gains nothing
     # there, and TF 1.15 can crash when a session closes while one is being torn down.
-    ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20)
+    ds = tf.data.TFRecordDataset(files, buffer_size=self.buffer_mb << 20)
+    if self.max_images is not None:
+      ds = ds.take(self.max_images)
     return ds.map(self._parse, num_parallel_calls=tf.data.experimental.AUTOTUNE)
 
   def _eval_images(self):
@@ -429,7 +452,7 @@ class LsunDataset(_ImageDataset):
   def reference_input_fn(self, params):
     """The training set once, shuffled with the seed `seed`: the original's LSUN one-pass input was shuffled (an
     unseeded 50,000-image buffer), so its first 30,000 images were a random subset. The buffer here is
-    train_input_fn's (bounded by memory: 10,922 images at 256x256) after a shuffle of the file order."""
+    train_input_fn's (shuffle_mb: 21,845 images at 256x256) after a shuffle of the file order."""
     ds = self._train_images(shuffle=True, seed=self.seed)
     ds = ds.shuffle(self.shuffle_buffer_size, seed=self.seed, reshuffle_each_iteration=False)
     return self._proc_and_batch(ds, _batch_size(params))
@@ -493,6 +516,14 @@ class DigitsDataset(_ImageDataset):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+# The original's table of dataset constructors.
+DATASETS = {
+  'cifar10': functools.partial(SimpleDataset, name='cifar10'),
+  'celebahq256': functools.partial(SimpleDataset, name='celebahq256'),
+  'lsun': LsunDataset,
+}
+
 
 def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution=None):
   """The dataset `name` (one of DATASET_NAMES); see the module docstring for the interface.

@@ -17,13 +17,27 @@ import collections
 import tensorflow.compat.v1 as tf
 import tensorflow.compat.v2 as tf2
 
-_Entry = collections.namedtuple('_Entry', ['name', 'tensor', 'reduce_fn'])
+# summary_fn: what writes the reduced value, tf2.summary.scalar or tf2.summary.image (TF 2 summary API).
+TpuSummaryEntry = collections.namedtuple('TpuSummaryEntry', 'summary_fn name tensor reduce_fn')
+
+
+def __getattr__(name):
+  """`summary`, the original's alias of tf.contrib.summary, resolved on first use (importing tf.contrib is slow and
+  TF 2 has none; the writing here uses tf.compat.v2.summary, its successor)."""
+  if name == 'summary':
+    from tensorflow.contrib import summary  # lazily: see above
+    return summary
+  raise AttributeError('module {!r} has no attribute {!r}'.format(__name__, name))
+
+
+def __dir__():
+  return sorted(list(globals()) + ['summary'])
 
 
 class TpuSummaries:
-  """Scalar summaries, each with a function reducing the values of all replicas to one."""
+  """Scalar and image summaries, each with a function reducing the values of all replicas to one."""
 
-  def __init__(self, log_dir, save_summary_steps=100):
+  def __init__(self, log_dir, save_summary_steps=250):
     if int(save_summary_steps) < 1:
       raise ValueError('save_summary_steps must be >= 1, got {!r}'.format(save_summary_steps))
     self._log_dir = log_dir
@@ -42,7 +56,17 @@ class TpuSummaries:
     if tensor.shape.ndims == 0:
       tensor = tf.expand_dims(tensor, 0)
     assert tensor.shape.as_list() == [1], (name, tensor.shape)
-    self._entries.append(_Entry(name=name, tensor=tf.cast(tensor, tf.float32), reduce_fn=reduce_fn))
+    self._entries.append(TpuSummaryEntry(summary_fn=tf2.summary.scalar, name=name, tensor=tf.cast(tensor, tf.float32),
+                                         reduce_fn=reduce_fn))
+
+  def image(self, name, tensor, reduce_fn):
+    """Add images [B, H, W, C] as summary `name`; on TPU the host receives every core's batch concatenated and writes
+    reduce_fn of it (e.g. lambda x: x[:8])."""
+    if name in self.names:
+      raise ValueError('summary {!r} added twice'.format(name))
+    tensor = tf.convert_to_tensor(tensor)
+    assert tensor.shape.ndims == 4, (name, tensor.shape)
+    self._entries.append(TpuSummaryEntry(summary_fn=tf2.summary.image, name=name, tensor=tensor, reduce_fn=reduce_fn))
 
   def get_host_call(self):
     """(host_call_fn, tensors) for TPUEstimatorSpec(host_call=...): every tensor has a leading batch dimension."""
@@ -56,10 +80,13 @@ class TpuSummaries:
     writer = tf2.summary.create_file_writer(self._log_dir)
     with writer.as_default(), tf2.summary.record_if(tf.equal(step % self._save_summary_steps, 0)):
       for entry, value in zip(self._entries, values):
-        tf2.summary.scalar(entry.name, entry.reduce_fn(value), step=step)
+        entry.summary_fn(entry.name, entry.reduce_fn(value), step=step)
       return tf.summary.all_v2_summary_ops()
 
   def write_plain(self):
     """Add every entry as a v1 tf.summary.scalar (CPU/GPU: the Estimator writes them)."""
     for entry in self._entries:
-      tf.summary.scalar(entry.name, entry.reduce_fn(entry.tensor))
+      if entry.summary_fn is tf2.summary.image:
+        tf.summary.image(entry.name, entry.reduce_fn(entry.tensor))
+      else:
+        tf.summary.scalar(entry.name, entry.reduce_fn(entry.tensor))

@@ -22,10 +22,31 @@ import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.python.tpu import tpu_function
+from tensorflow.python.tpu.ops import tpu_ops
 
+from .. import inception
 from .. import utils
-from . import tpu_summaries
+from . import classifier_metrics_numpy, tpu_summaries
 from .paths import is_url
+
+# The original's names for the Inception graph and the data scaling (defined in diffusion_tf/inception.py and utils.py).
+INCEPTION_URL = inception.INCEPTION_URL
+INCEPTION_FROZEN_GRAPH = inception.INCEPTION_FROZEN_GRAPH
+normalize_data = utils.normalize_data
+unnormalize_data = utils.unnormalize_data
+
+
+def __getattr__(name):
+  """INCEPTION_GRAPH_DEF, the frozen Inception graph, loaded on first use (the original downloaded it at import);
+  see inception.load_inception_graph for where it comes from."""
+  if name == 'INCEPTION_GRAPH_DEF':
+    return inception.get_inception_graph_def()
+  raise AttributeError('module {!r} has no attribute {!r}'.format(__name__, name))
+
+
+def __dir__():
+  return sorted(list(globals()) + ['INCEPTION_GRAPH_DEF'])
 
 EMA_SUFFIX = '/ExponentialMovingAverage'
 _NONFINITE_MARKER = 'non-finite training loss at step'
@@ -78,14 +99,21 @@ class Model:
     assert losses.shape == t.shape == [B]
     return {'loss': tf.reduce_mean(losses)}
 
-  def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal) -> dict:
-    """{'samples': [B, H, W, C]} from the original ancestral sampler; `dummy_noise` only gives the shape."""
+  def samples_fn(self, dummy_x, y, noise_fn=tf.random_normal) -> dict:
+    """{'samples': [B, H, W, C]} from the original ancestral sampler; `dummy_x` only gives the shape."""
     return {
       'samples': self.diffusion.p_sample_loop(
         denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
-        shape=dummy_noise.shape.as_list(),
+        shape=dummy_x.shape.as_list(),
         noise_fn=noise_fn)
     }
+
+  def sample_and_run_inception(self, dummy_x, y, clip_samples=True):
+    """{key: {'pool_3': [B, 2048], 'logits': [B, 1008]}} of each output of samples_fn: the samples (clipped to
+    [-1, 1] if clip_samples) mapped to [0, 255] without rounding, through the Inception graph (as the original)."""
+    return {k: inception.run_inception(inception.preprocess_pixels(
+      unnormalize_data(tf.clip_by_value(v, -1., 1.) if clip_samples else v)))
+      for k, v in self.samples_fn(dummy_x, y).items()}
 
   def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal) -> dict:
     """{'samples': [B, H, W, C], 'progressive_samples': [B, K, H, W, C]} (x_0 predictions along the chain)."""
@@ -102,6 +130,11 @@ class Model:
       functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(), sampler=sampler,
       num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output,
       skip_prk_steps=skip_prk_steps, noise_fn=noise_fn)}
+
+
+def make_ema(global_step, ema_decay, trainable_variables):
+  """utils.make_ema: (ema, update op) with shadows `<variable>/ExponentialMovingAverage`."""
+  return utils.make_ema(global_step=global_step, ema_decay=ema_decay, trainable_variables=trainable_variables)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,6 +249,29 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Devices
+
+def num_tpu_replicas():
+  """The number of TPU cores the current TPU computation is replicated over (inside tf.tpu.shard / a TPUEstimator
+  model_fn on a TPU; None elsewhere)."""
+  return tpu_function.get_tpu_context().number_of_shards
+
+
+def get_tpu_replica_id():
+  """This core's index, an int32 scalar tensor, inside a replicated TPU computation."""
+  with tf.control_dependencies(None):
+    return tpu_ops.tpu_replicated_input(list(range(num_tpu_replicas())))
+
+
+def distributed(fn, *, args, reduction, strategy):
+  """fn(*args) on every replica of a tf.distribute `strategy`, each output reduced over the replicas: 'mean' (the
+  mean of the replicas' means) or 'concat' (the replicas' outputs concatenated along axis 0)."""
+  run = getattr(strategy, 'run', None) or strategy.experimental_run_v2
+  out = run(fn, args=args)
+  if reduction == 'mean':
+    return tf.nest.map_structure(lambda x: tf.reduce_mean(strategy.reduce('mean', x, axis=None)), out)
+  if reduction == 'concat':
+    return tf.nest.map_structure(lambda x: tf.concat(strategy.experimental_local_results(x), axis=0), out)
+  raise NotImplementedError(reduction)
 
 def _count_local_gpus():
   from tensorflow.python.client import device_lib
@@ -423,7 +479,7 @@ def make_model_dir(log_dir, exp_name, date_str=None):
 def run_training(
     *, model_constructor, train_input_fn, total_bs, optimizer, lr, warmup, grad_clip, ema_decay=0.9999,
     tpu=None, zone=None, project=None, log_dir=None, exp_name=None, dump_kwargs=None, date_str=None,
-    model_dir=None, iterations_per_loop=1000, keep_checkpoint_max=2, max_steps=int(1e10), warm_start_from=None,
+    iterations_per_loop=1000, keep_checkpoint_max=2, max_steps=int(1e10), warm_start_from=None, model_dir=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=100, log_every_steps=100,
     num_gpus=None, num_cpu_replicas=None, distribution=None, seed=None, max_train_secs=None, printer=print):
   """Train `model_constructor()` on batches of `train_input_fn`; see the module docstring.
@@ -591,8 +647,6 @@ def run_training(
 def default_stats_dir(dataset_name, *, tfds_data_dir=None, tfr_file=None):
   """Where real-data FID statistics are cached: next to the data when it is local (<tfds_data_dir>/fid_stats, or
   the TFRecords' folder /fid_stats), else in the local cache ($DIFFUSION_TF_CACHE or ~/.cache/diffusion_tf)."""
-  from .. import inception
-  from .paths import is_url
   if dataset_name == 'lsun' and tfr_file and not is_url(tfr_file):
     return os.path.join(os.path.dirname(os.path.abspath(tfr_file)), 'fid_stats')
   if dataset_name in ('cifar10', 'celebahq256') and tfds_data_dir and not is_url(tfds_data_dir):
@@ -605,6 +659,49 @@ def _divisor_batch_size(n, largest=100):
   if not n:
     return largest
   return max(b for b in range(1, min(largest, n) + 1) if n % b == 0)
+
+
+def run_inception(images):
+  """{'pool_3': [B, 2048], 'logits': [B, 1008]} of Inception inputs [B, 299, 299, 3] float32 in [-1, 1] (what
+  tfgan.eval.preprocess_image returns)."""
+  assert images.dtype == tf.float32
+  return inception.run_inception(images)
+
+
+class InceptionFeatures:
+  """Inception features of a dataset's images, computed once: the original's reference features.
+
+  dataset: a batched tf.data.Dataset of {'image': [B, H, W, 3] integers in {0..255}, ...} (a dataset input fn's
+  output); limit_dataset_size > 0 keeps its first limit_dataset_size batches. Builds its graph in the default graph,
+  over the replicas of the tf.distribute `strategy` (each gets its own batches).
+  """
+
+  def __init__(self, dataset, strategy, limit_dataset_size=0):
+    if limit_dataset_size > 0:
+      dataset = dataset.take(limit_dataset_size)
+    dist_dataset = strategy.experimental_distribute_dataset(dataset)
+    self.ds_iterator = (dist_dataset.make_initializable_iterator() if hasattr(dist_dataset, 'make_initializable_iterator')
+                        else tf.data.make_initializable_iterator(dist_dataset))
+    self.inception_real = distributed(
+      lambda x_: inception.inception_features(tf.cast(x_['image'], tf.uint8)),
+      args=(self.ds_iterator.get_next(),), reduction='concat', strategy=strategy)
+    self.cached_inception_real = None  # {'pool_3': [N, 2048] float64}
+    self.real_inception_score = None  # the Inception Score of the N images, one split
+
+  def get(self, sess):
+    """(cached {'pool_3': [N, 2048] float64}, the images' Inception Score); computed in sess on the first call."""
+    if self.cached_inception_real is None:
+      sess.run(self.ds_iterator.initializer)
+      batches = []
+      while True:
+        try:
+          batches.append(sess.run(self.inception_real))
+        except tf.errors.OutOfRangeError:
+          break
+      features = {k: np.concatenate([b[k] for b in batches]).astype(np.float64) for k in ('pool_3', 'logits')}
+      self.real_inception_score = float(classifier_metrics_numpy.classifier_score_from_logits(features['logits']))
+      self.cached_inception_real = {'pool_3': features['pool_3']}
+    return self.cached_inception_real, self.real_inception_score
 
 
 def iterate_real_images(input_fn, num_examples=None, batch_size=None):
@@ -771,7 +868,6 @@ class EvalWorker:
     load_ckpt: one checkpoint, named relative to logdir as in the original (model.ckpt-790000), or a prefix or
     directory; implies once. samples_dir: where dump_samples_only writes its .npz (default logdir/eval).
     """
-    from .. import inception
     from .script_utils import save_npz_atomic, to_uint8, write_json_atomic
     from .paths import check_writable_dir
     if load_ckpt is not None:
