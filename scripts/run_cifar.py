@@ -204,13 +204,15 @@ def evaluation(  # evaluation loop for use during training
 def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eval', load_ckpt=None, total_bs=256,
                 tfds_data_dir='tensorflow_datasets',
                 # Not in the original:
-                region=None, ema=True, max_batches=None, num_gpus=None, seed=0):
-  """Bits/dim or progressive samples of one checkpoint (--load_ckpt: a prefix, or default the latest), as .npz in
-  model_dir/simple_eval/.
+                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000):
+  """Bits/dim or progressive samples of one checkpoint (--load_ckpt: model.ckpt-N in model_dir as in the original,
+  a prefix, or default the latest), as .npz in model_dir/simple_eval/.
 
   mode: bpd_train (the training set, one pass), bpd_eval (the test set): total bits/dim [N], per-timestep terms
-  [N, T], prior [N] and the x_0 mse [N, T]; progressive_samples: one batch of samples with their x_0 predictions
-  along the chain. --max_batches stops a bpd pass early (the results written so far are kept; a rerun resumes).
+  [N, T], prior [N] and the x_0 mse [N, T] (simple_eval/bpd/); progressive_samples: --num_samples samples (default
+  50,000, the original's) with their x_0 predictions along the chain, in parts of 20 batches
+  (simple_eval/progressive_samples/; a rerun continues after the parts that exist). --max_batches stops a bpd pass
+  early (the results written so far are kept; a rerun resumes).
   """
   paths = Paths(bucket_name_prefix, region)
   model_dir = paths.resolve(model_dir)
@@ -224,8 +226,8 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
     total_bs=total_bs,
     dataset=ds,
     num_gpus=num_gpus)
-  worker.run(mode=mode, logdir=model_dir, load_ckpt=paths.resolve(load_ckpt), ema=ema, max_batches=max_batches,
-             seed=seed)
+  worker.run(mode=mode, logdir=model_dir, load_ckpt=tpu_utils.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve),
+             ema=ema, max_batches=max_batches, seed=seed, num_samples=num_samples)
 
 
 SCRIPT = script_utils._Script(name='run_cifar.py', train_fn=train, load_model=_load_model,

@@ -108,18 +108,25 @@ def test_simple_eval_bits_per_dim_and_progressive(cifar_run, capsys):
   for mode, n in [('bpd_train', 8), ('bpd_eval', 4)]:  # 10 train images: 2 full batches; 4 test images: 1
     code, _, err = run_main(capsys, 'run_cifar', base + ['--mode={}'.format(mode)])
     assert code == 0, err
-    with np.load(os.path.join(model_dir, 'simple_eval', '{}_model.ckpt-3_ema.npz'.format(mode))) as f:
+    with np.load(os.path.join(model_dir, 'simple_eval', 'bpd', 'bpd_{}_ema1_step000000003.npz'.format(
+        mode[len('bpd_'):]))) as f:
       total, terms, prior, mse = f['total_bpd'], f['terms_bpd'], f['prior_bpd'], f['mse']
     assert total.shape == prior.shape == (n,) and terms.shape == mse.shape == (n, T)
     np.testing.assert_allclose(total, terms.sum(axis=1) + prior, rtol=1e-5)  # the bound is the sum of its terms
     assert np.all(terms > 0) and np.all(prior > 0) and np.all(mse >= 0)
   code, _, err = run_main(capsys, 'run_cifar', base + ['--mode=bpd_eval'])  # never overwritten
   assert_one_error(code, err, 'already exists')
-  code, _, err = run_main(capsys, 'run_cifar', base + ['--mode=progressive_samples'])
+  # progressive samples: the original's default count is 50,000; --num_samples asks for fewer. The checkpoint is
+  # named as in the original, relative to the model dir.
+  code, _, err = run_main(capsys, 'run_cifar', base + ['--mode=progressive_samples', '--num_samples=6',
+                                                       '--load_ckpt=model.ckpt-3'])
   assert code == 0, err
-  with np.load(os.path.join(model_dir, 'simple_eval', 'progressive_samples_model.ckpt-3_ema.npz')) as f:
-    assert f['samples'].shape == (4, 32, 32, 3) and f['progressive_samples'].shape == (4, T, 32, 32, 3)
+  part = os.path.join(model_dir, 'simple_eval', 'progressive_samples', 'samples_xstartpred_ema1_step000000003_part{:06d}.npz')
+  with np.load(part.format(0)) as f:  # 6 samples: 2 batches of 4 in one part, the last 2 samples dropped
+    assert f['samples'].shape == (6, 32, 32, 3) and f['progressive_samples'].shape == (6, T, 32, 32, 3)
     assert f['samples'].dtype == np.uint8
+  assert not os.path.exists(part.format(1))
+  assert signature_default('simple_eval', 'num_samples') == 50000
   code, _, err = run_main(capsys, 'run_cifar', base + ['--mode=bpd_sometimes'])
   assert_one_error(code, err, "mode='bpd_sometimes'")
 
@@ -245,3 +252,37 @@ def test_lsun_script_train_dump_and_sample(tmp_path, capsys):
   code, _, err = run_main(capsys, 'run_lsun', ['sample', '--model_dir={}'.format(model_dir), '--num_samples=2',
                                                '--batch_size=2', '--sampler=ddim', '--num_inference_steps=3'])
   assert code == 0, err
+
+
+def test_progressive_samples_resume_with_the_same_images(cifar_run, tmp_path):
+  """dump_progressive_samples in parts of batches_per_flush batches: a missing part is made again, identical."""
+  from diffusion_tf.tpu_utils import datasets, simple_eval_worker, tpu_utils
+  model_dir = cifar_run['model_dir']
+  run_cifar = load_script('run_cifar')
+  ds = datasets.get_dataset('cifar10', tfds_data_dir=cifar_run['tfds_dir'])
+  kwargs = tpu_utils.load_train_kwargs(model_dir)
+  worker = simple_eval_worker.SimpleEvalWorker(None, lambda: run_cifar._load_model(kwargs, ds), 2, ds,
+                                               printer=lambda *_: None)
+  with worker._make_graphs().as_default(), worker.dist.session() as sess:
+    sess.run(tf.local_variables_initializer())
+    tpu_utils.restore_weights(sess, os.path.join(model_dir, 'model.ckpt-3'), ema=True)
+    dump = lambda: worker.dump_progressive_samples(sess, 3, str(tmp_path), True, num_samples=4, batches_per_flush=1)
+    paths = dump()
+    assert len(paths) == 2
+    first = [load_npz_key(p, 'samples') for p in paths]
+    mtime0 = os.path.getmtime(paths[0])
+    os.remove(paths[1])
+    assert dump() == paths
+  assert os.path.getmtime(paths[0]) == mtime0  # kept
+  np.testing.assert_array_equal(load_npz_key(paths[1], 'samples'), first[1])  # the same noise for batch 1
+  assert not np.array_equal(first[0], first[1])
+
+
+def load_npz_key(path, key):
+  with np.load(path) as f:
+    return f[key]
+
+
+def signature_default(command, flag):
+  import inspect
+  return inspect.signature(getattr(load_script('run_cifar'), command)).parameters[flag].default
