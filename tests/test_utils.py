@@ -94,7 +94,7 @@ def test_summary_writer_writes_scalars_and_images(tmp_path):
     for v in e.summary.value:
       tags[v.tag] = (e.step, v)
   assert tags['train/loss'][0] == 3 and tags['train/loss'][1].simple_value == pytest.approx(0.5)
-  assert tags['samples'][1].image.height == 19
+  assert tags['samples'][1].image.height == 2 * (8 + 2) - 2  # the original tile_imgs grid of 2 x 2
 
 
 def test_data_scaling_round_trips():
