@@ -103,3 +103,49 @@ def test_load_ckpt_is_relative_to_the_model_dir_as_in_the_original(tmp_path):
   assert seen == ['x']  # not found in the model dir: resolved as a path (e.g. in the bucket)
   with pytest.raises(tpu_utils.UsageError, match='model.ckpt-1 does not exist'):
     tpu_utils.resolve_load_ckpt(str(model_dir), 'model.ckpt-1')
+
+
+def test_inception_features_and_sample_and_run_inception_as_the_original(standin, monkeypatch):
+  """tpu_utils.InceptionFeatures (real images, first limit_dataset_size batches, over a tf.distribute strategy) and
+  Model.sample_and_run_inception (samples clipped, mapped to [0, 255], unrounded) give the extractor's features."""
+  import tensorflow.compat.v1 as tf
+  monkeypatch.setenv(inception.GRAPH_ENV_VAR, standin)
+  ds = datasets.get_dataset('digits', resolution=8)
+  values = np.random.RandomState(1).uniform(-1.2, 1.2, size=[4, 8, 8, 3]).astype(np.float32)
+
+  class _Constant(tpu_utils.Model):
+    def samples_fn(self, dummy_x, y, noise_fn=None):
+      return {'samples': tf.constant(values)}
+
+  with tf.Graph().as_default():
+    features = tpu_utils.InceptionFeatures(ds.eval_input_fn({'batch_size': 8}), tf.distribute.get_strategy(),
+                                           limit_dataset_size=5)
+    samples = _Constant().sample_and_run_inception(tf.zeros([4, 8, 8, 3]), tf.zeros([4], tf.int32))
+    with tf.Session() as sess:
+      cached, real_is = features.get(sess)
+      out = sess.run(samples)
+  with inception.InceptionExtractor(standin) as extractor:
+    pool, logits = extractor.features(datasets.load_digits_images(8)[1500:1540])  # 5 batches of 8 test digits
+    sample_pool, _ = extractor.features(values)
+  np.testing.assert_allclose(cached['pool_3'], pool, rtol=1e-5, atol=1e-5)
+  assert real_is == pytest.approx(metrics.classifier_score_from_logits(logits), rel=1e-5)
+  np.testing.assert_allclose(out['samples']['pool_3'], sample_pool, rtol=1e-5, atol=1e-5)
+
+
+def test_distributed_reduces_over_replicas():
+  """tpu_utils.distributed on two CPU replicas of a MirroredStrategy: 'concat' stacks the replicas' outputs,
+  'mean' averages them."""
+  import tensorflow.compat.v1 as tf
+  with tf.Graph().as_default():
+    config = tf.ConfigProto(device_count={'CPU': 2})
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    fn = lambda x: {'id': tf.reshape(tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group,
+                                             tf.float32), [1]) + x}
+    concat = tpu_utils.distributed(fn, args=(tf.constant([10.]),), reduction='concat', strategy=strategy)
+    mean = tpu_utils.distributed(fn, args=(tf.constant([10.]),), reduction='mean', strategy=strategy)
+    with tf.Session(config=config) as sess:
+      out_concat, out_mean = sess.run([concat, mean])
+  np.testing.assert_allclose(out_concat['id'], [10., 11.])
+  assert out_mean['id'] == pytest.approx(10.5)
+  with pytest.raises(NotImplementedError):
+    tpu_utils.distributed(fn, args=(), reduction='sum', strategy=None)

@@ -265,13 +265,13 @@ def get_tpu_replica_id():
 def distributed(fn, *, args, reduction, strategy):
   """fn(*args) on every replica of a tf.distribute `strategy`, each output reduced over the replicas: 'mean' (the
   mean of the replicas' means) or 'concat' (the replicas' outputs concatenated along axis 0)."""
+  if reduction not in ('mean', 'concat'):
+    raise NotImplementedError(reduction)
   run = getattr(strategy, 'run', None) or strategy.experimental_run_v2
   out = run(fn, args=args)
   if reduction == 'mean':
     return tf.nest.map_structure(lambda x: tf.reduce_mean(strategy.reduce('mean', x, axis=None)), out)
-  if reduction == 'concat':
-    return tf.nest.map_structure(lambda x: tf.concat(strategy.experimental_local_results(x), axis=0), out)
-  raise NotImplementedError(reduction)
+  return tf.nest.map_structure(lambda x: tf.concat(strategy.experimental_local_results(x), axis=0), out)
 
 def _count_local_gpus():
   from tensorflow.python.client import device_lib
