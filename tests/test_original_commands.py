@@ -122,7 +122,8 @@ def test_original_evaluation_commands(tmp_path, capsys, recorded, script, train_
   for k, v in expected.items():
     assert kw.get(k, 0) == v, k
   if script == 'run_lsun':
-    assert recorded['dataset'].kwargs['tfr_file'] == BUCKET + '/tensorflow_datasets/lsun/bedroom-full/bedroom-full-r08.tfrecords'
+    assert recorded['dataset'].kwargs['tfr_file'] == (
+      BUCKET + '/tensorflow_datasets/lsun/bedroom-full/bedroom-full-r08.tfrecords')
   else:
     assert recorded['dataset'].kwargs['tfds_data_dir'] == BUCKET + '/tensorflow_datasets'
 
@@ -130,7 +131,8 @@ def test_original_evaluation_commands(tmp_path, capsys, recorded, script, train_
 def test_original_simple_eval_and_load_ckpt(tmp_path, capsys, recorded):
   model_dir = _model_dir(tmp_path, capsys, recorded, 'run_cifar', 'train exp tpu bkt')
   # positional, in the original's order: model_dir tpu_name bucket_name_prefix mode load_ckpt
-  code, _, err = run_main(capsys, 'run_cifar', ['simple_eval', model_dir, 'tpu', 'bkt', 'bpd_train', 'model.ckpt-790000'])
+  code, _, err = run_main(capsys, 'run_cifar',
+                          ['simple_eval', model_dir, 'tpu', 'bkt', 'bpd_train', 'model.ckpt-790000'])
   assert code == 0, err
   args, kwargs = recorded['simple_eval_worker']
   assert kwargs['tpu_name'] == 'tpu' and kwargs['total_bs'] == 256

@@ -121,7 +121,8 @@ def test_simple_eval_bits_per_dim_and_progressive(cifar_run, capsys):
   code, _, err = run_main(capsys, 'run_cifar', base + ['--mode=progressive_samples', '--num_samples=6',
                                                        '--load_ckpt=model.ckpt-3'])
   assert code == 0, err
-  part = os.path.join(model_dir, 'simple_eval', 'progressive_samples', 'samples_xstartpred_ema1_step000000003_part{:06d}.npz')
+  part = os.path.join(model_dir, 'simple_eval', 'progressive_samples',
+                      'samples_xstartpred_ema1_step000000003_part{:06d}.npz')
   with np.load(part.format(0)) as f:  # 6 samples: 2 batches of 4 in one part, the last 2 samples dropped
     assert f['samples'].shape == (6, 32, 32, 3) and f['progressive_samples'].shape == (6, T, 32, 32, 3)
     assert f['samples'].dtype == np.uint8

@@ -152,7 +152,7 @@ def test_mirrored_training_on_two_cpu_replicas(tmp_path, capsys):
 
 
 class _QuadraticModel(tpu_utils.Model):
-  """loss = 0.5 * mean_b ||w - s_b a||^2 with s_b the mean of example b's pixels in [-1, 1]: gradient w - mean_b(s_b) a."""
+  """loss = 0.5 mean_b ||w - s_b a||^2, s_b the mean of example b's pixels in [-1, 1]: gradient w - mean_b(s_b) a."""
 
   A = np.array([1., 2., 2.], np.float32)  # norm 3
 

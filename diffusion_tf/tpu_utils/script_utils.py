@@ -584,6 +584,7 @@ def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dum
     model_constructor=model_constructor,
     total_bs=total_bs,
     num_inception_samples=num_inception_samples,
+    inception_bs=total_bs,
     dataset=ds,
     limit_dataset_size=limit_dataset_size,
     inception_graph=inception_graph,

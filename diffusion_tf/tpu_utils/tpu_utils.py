@@ -273,6 +273,7 @@ def distributed(fn, *, args, reduction, strategy):
     return tf.nest.map_structure(lambda x: tf.reduce_mean(strategy.reduce('mean', x, axis=None)), out)
   return tf.nest.map_structure(lambda x: tf.concat(strategy.experimental_local_results(x), axis=0), out)
 
+
 def _count_local_gpus():
   from tensorflow.python.client import device_lib
   return sum(1 for d in device_lib.list_local_devices() if d.device_type == 'GPU')
@@ -680,8 +681,10 @@ class InceptionFeatures:
     if limit_dataset_size > 0:
       dataset = dataset.take(limit_dataset_size)
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
-    self.ds_iterator = (dist_dataset.make_initializable_iterator() if hasattr(dist_dataset, 'make_initializable_iterator')
-                        else tf.data.make_initializable_iterator(dist_dataset))
+    if hasattr(dist_dataset, 'make_initializable_iterator'):  # a distributed dataset
+      self.ds_iterator = dist_dataset.make_initializable_iterator()
+    else:  # the default strategy returns the dataset itself
+      self.ds_iterator = tf.data.make_initializable_iterator(dist_dataset)
     self.inception_real = distributed(
       lambda x_: inception.inception_features(tf.cast(x_['image'], tf.uint8)),
       args=(self.ds_iterator.get_next(),), reduction='concat', strategy=strategy)
@@ -761,8 +764,8 @@ class EvalWorker:
   def __init__(self, tpu_name, model_constructor, total_bs, dataset, inception_bs=8, num_inception_samples=1024,
                limit_dataset_size=0, *, zone=None, project=None, inception_graph=None, stats_dir=None,
                stats_name=None, num_gpus=None, reference='original', printer=print):
-    """inception_bs: images per run of the Inception graph (the original sampled in batches of inception_bs for the
-    metrics; here samples are drawn in batches of total_bs, and inception_bs only sizes the Inception runs)."""
+    """inception_bs: images per run of the Inception graph (the scripts pass total_bs, as the original; the original
+    also drew the metrics' samples in batches of inception_bs, here they are drawn in batches of total_bs)."""
     if not isinstance(num_inception_samples, int) or num_inception_samples < 2:
       raise UsageError('num_inception_samples={!r}; expected an integer >= 2'.format(num_inception_samples))
     if not isinstance(inception_bs, int) or isinstance(inception_bs, bool) or inception_bs < 1:
@@ -788,7 +791,8 @@ class EvalWorker:
 
   # -- real data statistics
   def _reference_splits(self):
-    """[(split name, input fn, number of images or None for all, batch size)] of the reference images."""
+    """[(train or test, name in the statistics cache, input fn, number of images or None for all, batch size or None
+    for one that divides the split)] of the reference images."""
     ds = self.dataset
     splits = [('train', ds.reference_split_name, ds.reference_input_fn, ds.num_train_examples)]
     if ds.num_eval_examples:  # None: no test split
@@ -818,7 +822,7 @@ class EvalWorker:
 
   def _metrics(self, samples, refs):
     """The metrics of samples [n, H, W, 3] (floats in [-1, 1]) against the reference statistics, under the
-    original's names (without the eval_ema/eval prefix), plus the 10-split IS and the reference files."""
+    original's names (without the eval_ema/eval prefix), plus the 10-split IS."""
     from . import classifier_metrics_numpy as metrics
     from . import fid_stats
     assert samples.dtype in (np.float32, np.float64), samples.dtype  # never rounded before the Inception graph
@@ -880,8 +884,8 @@ class EvalWorker:
       check_writable_dir(dump_dir, 'samples_dir')
     passes = [True] if skip_non_ema_pass else [True, False]
     done_file = lambda step, ema: os.path.join(
-      dump_dir if dump_samples_only else eval_dir,
-      'step{:08d}_{}{}'.format(step, 'ema' if ema else 'noema', '_samples.npz' if dump_samples_only else '_metrics.json'))
+      dump_dir if dump_samples_only else eval_dir, 'step{:08d}_{}{}'.format(
+        step, 'ema' if ema else 'noema', '_samples.npz' if dump_samples_only else '_metrics.json'))
     if once:
       load_ckpt = load_ckpt or resolve_checkpoint(logdir)
       done = [done_file(checkpoint_step(load_ckpt), ema) for ema in passes]
@@ -889,7 +893,7 @@ class EvalWorker:
         self._print('{} exist: checkpoint {} is already evaluated'.format(', '.join(done), load_ckpt))
         return
     if not dump_samples_only:  # fail on a missing Inception graph before any sampling
-      self._extractor = inception.InceptionExtractor(path=self.inception_graph, batch_size=max(self.inception_bs, 100))
+      self._extractor = inception.InceptionExtractor(path=self.inception_graph, batch_size=self.inception_bs)
       refs = self._reference_stats()
 
     with tf.Graph().as_default():
