@@ -154,7 +154,7 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, *
   print('\n== 4/4 bits/dim of {} test images (run_cifar.py simple_eval --mode=bpd_eval)'.format(bpd_images),
         flush=True)
   run_cifar.simple_eval(model_dir=model_dir, mode='bpd_eval', total_bs=bpd_images, max_batches=1)
-  bpd_file, = glob.glob(os.path.join(model_dir, 'simple_eval', 'bpd_eval_*.npz'))
+  bpd_file, = glob.glob(os.path.join(model_dir, 'simple_eval', 'bpd', 'bpd_eval_*.npz'))
   os.replace(bpd_file, os.path.join(run_dir, 'bpd.npz'))
   with np.load(os.path.join(run_dir, 'bpd.npz')) as bpd:
     total_bpd, prior_bpd, step = float(bpd['total_bpd'].mean()), float(bpd['prior_bpd'].mean()), int(bpd['step'])
