@@ -99,7 +99,7 @@ def evaluation(
   script_utils.check_str('tfr_file', tfr_file)
   resolved = paths.resolve(tfr_file)
   trained_on = kwargs.get('tfr_path', kwargs.get('tfr_file'))
-  if tfr_file == EVAL_TFR_FILE and not tf.io.gfile.glob(resolved) and trained_on:
+  if tfr_file == EVAL_TFR_FILE and not tf.io.gfile.exists(resolved) and trained_on:
     print('--tfr_file default {} does not exist: using the TFRecords the run trained on, {}'.format(
       resolved, trained_on))
     resolved = trained_on

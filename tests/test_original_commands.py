@@ -139,3 +139,14 @@ def test_original_simple_eval_and_load_ckpt(tmp_path, capsys, recorded):
   run = recorded['simple_eval']
   assert run['mode'] == 'bpd_train' and run['load_ckpt'] == os.path.join(model_dir, 'model.ckpt-790000')
   assert run['num_samples'] == 50000
+
+
+def test_lsun_evaluation_default_tfr_file_falls_back_to_the_runs(tmp_path, capsys, recorded):
+  """The original's evaluation default (tensorflow_datasets/lsun/church-r08.tfrecords) names a file its own train
+  does not write: when it does not exist, the run's TFRecords are used, and one line says so."""
+  model_dir = _model_dir(tmp_path, capsys, recorded, 'run_lsun', 'train exp tpu bkt')
+  recorded.pop('dataset', None)
+  code, out, err = run_main(capsys, 'run_lsun', ['evaluation', '--model_dir={}'.format(model_dir), '--once'])
+  assert code == 0, err
+  assert recorded['dataset'].kwargs['tfr_file'] == BUCKET + '/tensorflow_datasets/lsun/church/church-r08.tfrecords'
+  assert sum('does not exist: using the TFRecords the run trained on' in line for line in out.splitlines()) == 1
