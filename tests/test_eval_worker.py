@@ -7,7 +7,7 @@ import helpers_inception
 
 from diffusion_tf import inception
 from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
-from diffusion_tf.tpu_utils import datasets, fid_stats, script_utils, tpu_utils
+from diffusion_tf.tpu_utils import datasets, script_utils, tpu_utils
 
 
 def test_reference_image_counts_are_the_originals_drop_remainder_batches():

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from helpers_scripts import load_script, run_main
+from helpers_scripts import run_main
 
 from diffusion_tf.tpu_utils import datasets, paths, script_utils, simple_eval_worker, tpu_utils
 
