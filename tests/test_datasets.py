@@ -96,6 +96,12 @@ def test_cifar10_real_builder_roundtrips_images_offline(tmp_path, monkeypatch):
   os.remove(tiny['archive'])
   again = datasets.get_dataset('cifar10', tfds_data_dir=data_dir)
   np.testing.assert_array_equal(_images(_run(again.train_one_pass_input_fn, batch_size=5)), _images(one_pass))
+  # the original's constructors give the same dataset
+  for original in [datasets.SimpleDataset('cifar10', data_dir), datasets.DATASETS['cifar10'](tfds_data_dir=data_dir)]:
+    assert isinstance(original, datasets.SimpleDataset) and original.image_shape == [32, 32, 3]
+    np.testing.assert_array_equal(_images(_run(original.eval_input_fn, batch_size=2)), _images(test))
+  with pytest.raises(ValueError, match="SimpleDataset name='lsun'"):
+    datasets.SimpleDataset('lsun', data_dir)
   assert attempts == []
   # place_tfds_download writes the same .INFO contents as the one the real builder just accepted.
   with open(tiny['archive'] + '.INFO') as f:
@@ -258,6 +264,22 @@ def test_lsun_tfrecords_roundtrip_hwc(tmp_path):
   assert ds.image_size == 16 and ds.num_train_examples is None
   np.testing.assert_array_equal(_images(_run(ds.train_one_pass_input_fn, batch_size=5)), images)
   assert len(_run(ds.train_one_pass_input_fn, batch_size=2)) == 2  # drop_remainder
+
+
+def test_lsun_dataset_original_parameters(tmp_path):
+  """LsunDataset(tfr_file, resolution, max_images, shuffle_mb, buffer_mb): the first max_images images in file
+  order; shuffle_mb MiB of images in the training shuffle buffer."""
+  path = str(tmp_path / 'lsun-r04.tfrecords')
+  images = make_tiny_lsun(path, n=6, resolution=16)
+  first = datasets.LsunDataset(path, 16, 4, 1, 1)  # positional, in the original's order
+  assert first.num_train_examples == 4 and first.shuffle_buffer_size == (1 << 20) // (16 * 16 * 3)
+  np.testing.assert_array_equal(_images(_run(first.train_one_pass_input_fn, batch_size=2)), images[:4])
+  assert _sorted(_images(_run(first.train_input_fn, batch_size=4, max_batches=1))).tolist() == \
+    _sorted(images[:4].astype(np.int32)).tolist()
+  assert datasets.LsunDataset(path, 16, shuffle_mb=0).shuffle_buffer_size == 1  # no shuffling beyond file order
+  assert datasets.DATASETS['lsun'] is datasets.LsunDataset
+  with pytest.raises(ValueError, match='max_images=-1'):
+    datasets.LsunDataset(path, 16, -1)
 
 
 def test_lsun_bad_inputs(tmp_path):
