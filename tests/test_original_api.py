@@ -155,3 +155,26 @@ def test_lazy_module_constants(tmp_path, monkeypatch):
   from tensorflow.contrib import summary
   assert tpu_summaries.summary is summary
   assert tpu_utils.normalize_data(255.) == 1. and tpu_utils.unnormalize_data(-1.) == 0.
+
+
+def test_thin_wrappers_behave_as_the_original(capfd):
+  from diffusion_tf import nn, utils
+  from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics, paths, tpu_utils
+  assert nn.DEFAULT_DTYPE == tf.float32 and utils.get_gcp_region is paths.get_gcp_region
+  x = np.array([[1., 2., 3.], [0., 0., 5.]])
+  by_column = metrics.log_softmax(x, axis=0)  # the original's explicit axis
+  np.testing.assert_allclose(np.exp(by_column).sum(axis=0), 1.)
+  np.testing.assert_allclose(by_column, metrics.log_softmax(x.T, -1).T)
+  with tf.Graph().as_default():
+    value = tf.constant([1., 3.])
+    printed = nn.debug_print(value, 'name')
+    step = tf.train.get_or_create_global_step()
+    w = tf.get_variable('w', initializer=2.)
+    ema, update = tpu_utils.make_ema(step, 0.9, [w])
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      assert list(sess.run(printed)) == [1., 3.]
+      sess.run(update)
+      assert ema.average(w).op.name == 'w/ExponentialMovingAverage' and sess.run(ema.average(w)) == 2.
+  err = capfd.readouterr().err
+  assert 'name 2 1 1 3' in err  # name, mean, std, min, max
