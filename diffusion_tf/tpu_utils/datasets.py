@@ -48,7 +48,7 @@ from tensorflow_datasets.core.download import resource as tfds_resource
 DATASET_NAMES = ('cifar10', 'celebahq256', 'lsun', 'digits')
 
 # Bytes of decoded uint8 images the training shuffle buffer may hold (StyleGAN's TFRecord reader allowed 4 GiB). The
-# original shuffled 50,000 images, 5.9 GB for CelebA-HQ at 256x256 (docs/fidelity.md).
+# original shuffled 50,000 images after repeat(), 9.8 GB for CelebA-HQ at 256x256 (docs/fidelity.md).
 _SHUFFLE_BUFFER_BYTES = 2 << 30
 
 
