@@ -73,6 +73,11 @@ def check_beta_schedule(kwargs):
   check_int('num_diffusion_timesteps', kwargs['num_diffusion_timesteps'], minimum=1)
   check_number('beta_start', kwargs['beta_start'], low=0., high=1., low_inclusive=False)
   check_number('beta_end', kwargs['beta_end'], low=0., high=1., low_inclusive=False)
+  # const and jsd ignore beta_start; the other schedules run from beta_start up to beta_end
+  if kwargs['beta_schedule'] not in ('const', 'jsd') and kwargs['beta_start'] > kwargs['beta_end']:
+    raise _usage_error('beta_start={!r} is larger than beta_end={!r}; expected beta_start <= beta_end (the {} '
+                       'schedule increases from beta_start to beta_end)'.format(
+                         kwargs['beta_start'], kwargs['beta_end'], kwargs['beta_schedule']))
 
 
 def check_model_config(model_name, configs, image_size, *, block_size=1):
@@ -522,6 +527,9 @@ def check_train_flags(kwargs):
     check_int(name, kwargs[name], allow_none=True)
   if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
     raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
+  if kwargs['max_steps'] is not None and kwargs['warmup'] > kwargs['max_steps']:
+    raise UsageError('warmup={} is longer than max_steps={}; expected warmup <= max_steps (the learning rate '
+                     'would never reach --lr)'.format(kwargs['warmup'], kwargs['max_steps']))
   check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
 
 
