@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .. import utils
-from . import tpu_summaries
+from . import checkpoint_recovery, tpu_summaries
 
 EMA_SUFFIX = '/ExponentialMovingAverage'
 _NONFINITE_MARKER = 'non-finite training loss at step'
@@ -130,11 +130,13 @@ def load_train_kwargs(model_dir):
   return kwargs
 
 
-def latest_checkpoint(model_dir):
-  """Path prefix of the newest checkpoint in model_dir, or None."""
+def latest_checkpoint(model_dir, warn=None):
+  """Path prefix of the newest readable checkpoint in model_dir, or None. Newer unreadable ones (truncated or corrupt
+  data or index, a missing shard) are moved aside to model_dir/unreadable/ after one warning line each (to `warn`,
+  default stderr), and the `checkpoint` state file is rewritten to match (checkpoint_recovery)."""
   if not model_dir or not tf.io.gfile.isdir(model_dir):
     return None
-  return tf.train.latest_checkpoint(model_dir)
+  return checkpoint_recovery.newest_readable_checkpoint(model_dir, warn=warn)
 
 
 def checkpoint_exists(path):
@@ -148,12 +150,17 @@ def resolve_checkpoint(path):
   if tf.io.gfile.isdir(path):
     ckpt = latest_checkpoint(path)
     if ckpt is None:
-      raise UsageError('{} has no checkpoint (no "checkpoint" file listing model.ckpt-*); expected a directory '
-                       'with TF checkpoints or a checkpoint prefix such as {}/model.ckpt-1000'.format(path, path))
+      raise UsageError('{} has no readable checkpoint (no "checkpoint" file listing a readable model.ckpt-*); '
+                       'expected a directory with TF checkpoints or a checkpoint prefix such as '
+                       '{}/model.ckpt-1000'.format(path, path))
     return ckpt
   if not checkpoint_exists(path):
     raise UsageError('checkpoint {} does not exist (no {}.index); expected a TF checkpoint prefix such as '
                      'model_dir/model.ckpt-1000, or a directory holding checkpoints'.format(path, path))
+  problem = checkpoint_recovery.checkpoint_problem(path)
+  if problem is not None:
+    raise UsageError('checkpoint {} cannot be read ({}); expected an intact checkpoint (give its directory to use '
+                     'the newest readable one)'.format(path, problem))
   return path
 
 
@@ -702,6 +709,10 @@ class EvalWorker:
         else:
           ckpts = tf.train.checkpoints_iterator(logdir, min_interval_secs=poll_secs, timeout=timeout_secs)
         for ckpt in ckpts:
+          problem = None if once else checkpoint_recovery.checkpoint_problem(ckpt)
+          if problem is not None:  # a listed checkpoint that cannot be read: set aside, wait for the next one
+            checkpoint_recovery.set_aside(ckpt, problem, then='; waiting for the next one')
+            continue
           step = checkpoint_step(ckpt)
           for ema in passes:
             tag = 'ema' if ema else 'noema'
