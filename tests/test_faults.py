@@ -158,3 +158,119 @@ def test_converter_falls_back_for_a_directory_and_names_an_explicit_bad_checkpoi
   captured = capsys.readouterr()
   assert 'warning: checkpoint {} cannot be read'.format(bad) in captured.err
   assert os.path.exists(str(tmp_path / 'dir' / 'config.json'))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SIGTERM / SIGINT during training, and one trainer per run directory (real processes and signals)
+
+def _start(model_dir, logs, *extra):
+  out, err = open(logs + '.out', 'w'), open(logs + '.err', 'w')
+  proc = subprocess.Popen(_train_cmd(model_dir, *extra), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+  out.close()
+  err.close()
+  return proc
+
+
+def _wait_for_step(proc, logs, step, timeout=TIMEOUT):
+  """Wait until the trainer prints its progress line for global step >= `step`."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    for line in open(logs + '.out').read().splitlines():
+      if line.startswith('step ') and int(line.split()[1]) >= step:
+        return
+    if proc.poll() is not None:
+      pytest.fail('trainer ended early:\n' + open(logs + '.out').read() + open(logs + '.err').read())
+    time.sleep(0.05)
+  proc.kill()
+  pytest.fail('no progress line for step {} within {} s'.format(step, timeout))
+
+
+def _listed_are_readable(model_dir):
+  state = tf.train.get_checkpoint_state(model_dir)
+  listed = [os.path.join(model_dir, p) for p in state.all_model_checkpoint_paths] if state else []
+  for ckpt in listed:
+    assert checkpoint_recovery.checkpoint_problem(ckpt) is None, ckpt
+  return listed
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_saves_the_current_step_and_a_rerun_resumes_there(tmp_path, sig):
+  model_dir, logs = str(tmp_path / 'run'), str(tmp_path / 'train')
+  proc = _start(model_dir, logs, '--save_checkpoints_steps=100000', '--max_steps=100000')
+  try:
+    _wait_for_step(proc, logs, 3)
+    proc.send_signal(sig)
+    proc.wait(timeout=TIMEOUT)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  err = open(logs + '.err').read()
+  assert proc.returncode == 128 + sig, (proc.returncode, err)
+  line = assert_one_error(1, err, 'training stopped by {}'.format(signal.Signals(sig).name), 'rerun')
+  step = int(line.split(' at step ')[1].split(':')[0])
+  ckpt = os.path.join(model_dir, 'model.ckpt-{}'.format(step))
+  assert 'saved {};'.format(ckpt) in line, line
+  # the periodic saves are 100000 steps apart: this checkpoint is the signal's, of the step reached
+  assert step >= 3 and checkpoint_steps(model_dir) == [0, step]
+  assert tf.train.latest_checkpoint(model_dir) == ckpt and _listed_are_readable(model_dir)
+  reader = tf.train.load_checkpoint(ckpt)
+  names = reader.get_variable_to_shape_map()
+  assert int(reader.get_tensor('global_step')) == step
+  for name in ['model/conv_in/W', 'model/conv_in/W/ExponentialMovingAverage', 'model/conv_in/W/Adam',
+               'model/conv_in/W/Adam_1']:
+    assert name in names, name
+  if sig == signal.SIGTERM:  # the same command resumes at that step
+    result = subprocess.run(_train_cmd(model_dir, '--save_checkpoints_steps=100000', '--max_steps={}'.format(
+      step + 1)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out
+    assert 'resuming from {} (step {})'.format(ckpt, step) in out, out
+    assert checkpoint_steps(model_dir)[-1] == step + 1
+
+
+def test_second_signal_during_the_save_ends_at_once_leaving_only_complete_checkpoints(tmp_path):
+  model_dir, logs = str(tmp_path / 'run'), str(tmp_path / 'train')
+  proc = _start(model_dir, logs, '--save_checkpoints_steps=100000', '--max_steps=100000')
+  try:
+    _wait_for_step(proc, logs, 3)
+    proc.send_signal(signal.SIGTERM)
+    # the trainer announces the save of the current step; the second signal follows at once
+    deadline = time.time() + TIMEOUT
+    while 'stopping on SIGTERM' not in open(logs + '.out').read() and proc.poll() is None:
+      assert time.time() < deadline
+      time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    proc.wait(timeout=TIMEOUT)
+    assert time.time() - t0 < 10
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  # killed by the signal itself (during the save), or, if the save had just finished, the usual stop
+  assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
+  listed = _listed_are_readable(model_dir)
+  assert listed and tpu_utils.latest_checkpoint(model_dir) == listed[-1]
+
+
+def test_one_trainer_per_run_directory_and_a_killed_trainer_does_not_lock_it(tmp_path):
+  import socket
+  model_dir, logs = str(tmp_path / 'run'), str(tmp_path / 'a')
+  first = _start(model_dir, logs, '--save_checkpoints_steps=2', '--max_steps=100000')
+  try:
+    _wait_for_step(first, logs, 2)
+    kwargs_before = open(os.path.join(model_dir, 'kwargs.json')).read()
+    second = subprocess.run(_train_cmd(model_dir, '--max_steps=5', '--lr=1e-3'), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
+    assert_one_error(second.returncode, second.stderr.decode(), model_dir, 'another process',
+                     'host {} pid {}'.format(socket.gethostname(), first.pid))
+    assert open(os.path.join(model_dir, 'kwargs.json')).read() == kwargs_before  # untouched by the refused one
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=TIMEOUT)
+  assert os.path.exists(os.path.join(model_dir, 'train.lock'))  # left by the killed trainer: no longer a lock
+  step = tpu_utils.checkpoint_step(tf.train.latest_checkpoint(model_dir))
+  third = subprocess.run(_train_cmd(model_dir, '--save_checkpoints_steps=2', '--max_steps={}'.format(step + 1)),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+  assert third.returncode == 0, third.stdout.decode()
+  assert 'resuming from' in third.stdout.decode()
+  assert not os.path.exists(os.path.join(model_dir, 'train.lock'))  # released at the end

@@ -124,8 +124,9 @@ def image_size_of(kwargs):
 # Running a fire CLI
 
 def _expected_errors():
-  from .tpu_utils import UsageError, NonFiniteLossError
-  errors = [UsageError, PathError, NonFiniteLossError]
+  from .tpu_utils import UsageError, NonFiniteLossError, TrainingStopped
+  from .. import utils
+  errors = [UsageError, PathError, NonFiniteLossError, TrainingStopped, utils.WriteError]
   try:
     from ..inception import InceptionGraphError
     errors.append(InceptionGraphError)
@@ -155,7 +156,7 @@ def run_cli(commands, argv=None, name=None):
       raise
     message = str(e).strip().splitlines()
     print('error: {}'.format(message[0] if message else type(e).__name__), file=sys.stderr)
-    sys.exit(1)
+    sys.exit(getattr(e, 'exit_code', 1))  # TrainingStopped: 128 + the signal, as a shell reports a signal's end
 
 
 def quiet_tensorflow():

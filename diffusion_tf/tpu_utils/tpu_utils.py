@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .. import utils
-from . import checkpoint_recovery, tpu_summaries
+from . import checkpoint_recovery, preemption, run_lock, tpu_summaries
 
 EMA_SUFFIX = '/ExponentialMovingAverage'
 _NONFINITE_MARKER = 'non-finite training loss at step'
@@ -41,6 +41,15 @@ class NonFiniteLossError(RuntimeError):
     last = latest_checkpoint(model_dir) if model_dir else None
     super().__init__('the training loss is {} at step {}; training stopped before applying that step{}'.format(
       loss, step, '; the last good checkpoint is {}'.format(last) if last else ''))
+
+
+class TrainingStopped(RuntimeError):
+  """Training stopped on SIGTERM or SIGINT after saving the current step; `exit_code` is 128 + the signal number."""
+
+  def __init__(self, signal_name, signum, step, ckpt):
+    self.exit_code = 128 + signum
+    super().__init__('training stopped by {} at step {}: saved {}; rerun the same command to resume from it'.format(
+      signal_name, step, ckpt))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -388,6 +397,25 @@ def _make_ema(*, global_step, ema_decay, trainable_variables, mirrored):
   return tf.distribute.get_replica_context().merge_call(_merge_fn)
 
 
+def _raise_if_write_failure(e, model_dir):
+  """A utils.WriteError for an error of training that is a failed write (a full disk, no permission): it names the
+  file and the cause; the partial files of a checkpoint save cut short are removed (the `checkpoint` state file
+  never listed them), and the last complete checkpoint is named."""
+  cause = utils.write_failure_cause(e)
+  if cause is None:
+    return
+  for partial in tf.io.gfile.glob(os.path.join(model_dir, '*_temp_*')):  # Saver's <prefix>_temp_<uuid> directories
+    try:
+      tf.io.gfile.rmtree(partial) if tf.io.gfile.isdir(partial) else tf.io.gfile.remove(partial)
+    except (tf.errors.OpError, OSError):
+      pass
+  path = e.message.split(';')[0].strip() if ';' in e.message else model_dir
+  last = tf.train.latest_checkpoint(model_dir)
+  raise utils.WriteError('cannot write {} while training: {} ({}); {}'.format(
+    path, cause, type(e).__name__, 'the last complete checkpoint, {}, is untouched'.format(last) if last else
+    'there is no complete checkpoint yet')) from None
+
+
 def make_model_dir(log_dir, exp_name, date_str=None):
   """{log_dir}/{date_str}/{exp_name} as in the original (date_str defaults to today, YYYY-MM-DD)."""
   import datetime
@@ -435,6 +463,8 @@ def run_training(
 
   from .paths import check_writable_dir
   check_writable_dir(model_dir, 'model_dir')
+  # one trainer per run directory; released after training (a flock, so also when this process dies)
+  lock = run_lock.RunLock(model_dir).acquire()
   last_ckpt = latest_checkpoint(model_dir)
   if last_ckpt:
     printer('model dir {} exists: resuming from {} (step {})'.format(model_dir, last_ckpt, checkpoint_step(last_ckpt)))
@@ -546,15 +576,26 @@ def run_training(
         printer('stopping: --max_train_secs={} reached'.format(max_train_secs))
         run_context.request_stop()
 
-  hooks = [_ProgressHookFactory()] + ([_StopAfterSecsHook()] if max_train_secs else [])
+  stop_signals = preemption.StopSignals()
+  hooks = [_ProgressHookFactory(), preemption.StopOnSignalHook(stop_signals, printer)] + (
+    [_StopAfterSecsHook()] if max_train_secs else [])
   t0 = time.time()
   try:
-    estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
+    with stop_signals:
+      estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
   except tf.errors.InvalidArgumentError as e:
     parsed = _parse_nonfinite_error(e)
     if parsed is None:
       raise
     raise NonFiniteLossError(parsed[0], parsed[1], model_dir) from None
+  except tf.errors.OpError as e:
+    _raise_if_write_failure(e, model_dir)
+    raise
+  finally:
+    lock.release()
+  if stop_signals.signum is not None:
+    last_ckpt = tf.train.latest_checkpoint(model_dir)
+    raise TrainingStopped(stop_signals.name, stop_signals.signum, checkpoint_step(last_ckpt), last_ckpt)
   last_ckpt = latest_checkpoint(model_dir)
   printer('training done in {:.0f} s; latest checkpoint {}'.format(time.time() - t0, last_ckpt))
   return model_dir
