@@ -274,3 +274,76 @@ def test_one_trainer_per_run_directory_and_a_killed_trainer_does_not_lock_it(tmp
   assert third.returncode == 0, third.stdout.decode()
   assert 'resuming from' in third.stdout.decode()
   assert not os.path.exists(os.path.join(model_dir, 'train.lock'))  # released at the end
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Full and read-only file systems (a real tmpfs)
+
+@pytest.fixture
+def tmpfs(tmp_path):
+  """mount(size) -> the path of a fresh tmpfs of that size (e.g. '4m'); unmounted afterwards."""
+  mounted = []
+
+  def mount(size):
+    path = str(tmp_path / 'disk{}'.format(len(mounted)))
+    os.makedirs(path)
+    result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size={}'.format(size), 'tmpfs', path],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if result.returncode != 0:
+      pytest.skip('cannot mount a tmpfs here (mount needs root or CAP_SYS_ADMIN): {}'.format(
+        result.stdout.decode().strip()))
+    mounted.append(path)
+    return path
+
+  yield mount
+  for path in mounted:
+    subprocess.run(['umount', '-l', path], timeout=60)
+
+
+def _fill(disk, leave_bytes):
+  """Fill the file system of `disk` until only about `leave_bytes` are free."""
+  stat = os.statvfs(disk)
+  free = stat.f_bavail * stat.f_frsize
+  with open(os.path.join(disk, 'filler'), 'wb') as f:
+    f.write(b'\0' * max(0, free - leave_bytes))
+
+
+def _no_temp_files(directory):
+  return [p for p in glob.glob(os.path.join(directory, '**'), recursive=True) if '.tmp' in p or '_temp_' in p]
+
+
+def test_atomic_writes_on_a_full_or_read_only_disk_name_the_file_and_keep_the_old_content(tmpfs):
+  from diffusion_tf import utils
+  disk = tmpfs('1m')
+  path = os.path.join(disk, 'kwargs.json')
+  utils.atomic_write_bytes(path, b'old')
+  _fill(disk, 8192)
+  with pytest.raises(utils.WriteError) as info:
+    utils.atomic_write_bytes(path, b'new' * 100000)
+  assert str(info.value).startswith('cannot write {}: no space left on device'.format(path)), str(info.value)
+  assert open(path, 'rb').read() == b'old' and not _no_temp_files(disk)
+  os.remove(os.path.join(disk, 'filler'))
+  subprocess.run(['mount', '-o', 'remount,ro', disk], check=True, timeout=60)
+  with pytest.raises(utils.WriteError, match='cannot write {}: read-only file system'.format(path)):
+    utils.atomic_write_bytes(path, b'new')
+  assert open(path, 'rb').read() == b'old'
+
+
+def test_disk_full_while_training_is_one_error_and_earlier_checkpoints_stay_restorable(tmpfs, tmp_path):
+  disk = tmpfs('64m')
+  model_dir, logs = os.path.join(disk, 'run'), str(tmp_path / 'train')
+  proc = _start(model_dir, logs, '--save_checkpoints_steps=2', '--keep_checkpoint_max=10', '--max_steps=100000')
+  try:
+    _wait_for_step(proc, logs, 1)  # the checkpoint of step 0 is written; the next one, at step 2, will not fit
+    _fill(disk, 1 << 20)
+    proc.wait(timeout=TIMEOUT)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  err = open(logs + '.err').read()
+  line = assert_one_error(proc.returncode, err, 'cannot write {}/'.format(model_dir), 'no space left on device')
+  assert 'Traceback' not in err, err
+  listed = _listed_are_readable(model_dir)
+  assert os.path.join(model_dir, 'model.ckpt-0') in listed and listed[-1] in line
+  assert not _no_temp_files(model_dir)  # the save cut short left nothing behind
+  assert tpu_utils.resolve_checkpoint(model_dir) == listed[-1]

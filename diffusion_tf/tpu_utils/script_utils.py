@@ -2,6 +2,7 @@
 command-line runner (one `error:` line and a non-zero exit on bad input), and the `sample` subcommand.
 """
 
+import errno
 import functools
 import inspect
 import json
@@ -143,8 +144,9 @@ def _expected_errors():
 def run_cli(commands, argv=None, name=None):
   """fire.Fire(commands) with bad input reported as one `error: ...` line on stderr and exit status 1.
 
-  Expected errors are our own error types and ValueErrors (the dataset code reports missing or malformed data
-  with them); set DIFFUSION_TF_DEBUG=1 for the full traceback.
+  Expected errors are our own error types, ValueErrors (the dataset code reports missing or malformed data
+  with them) and OSErrors of a write without space or rights (a full disk, a read-only file system); set
+  DIFFUSION_TF_DEBUG=1 for the full traceback.
   """
   import fire
   if hasattr(sys.stdout, 'reconfigure'):  # progress lines reach a log file (a job scheduler's) as they are printed
@@ -157,6 +159,11 @@ def run_cli(commands, argv=None, name=None):
     message = str(e).strip().splitlines()
     print('error: {}'.format(message[0] if message else type(e).__name__), file=sys.stderr)
     sys.exit(getattr(e, 'exit_code', 1))  # TrainingStopped: 128 + the signal, as a shell reports a signal's end
+  except OSError as e:
+    if os.environ.get('DIFFUSION_TF_DEBUG') or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+      raise
+    print('error: cannot write {}: {}'.format(e.filename, e.strerror), file=sys.stderr)
+    sys.exit(1)
 
 
 def quiet_tensorflow():
