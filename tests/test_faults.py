@@ -246,6 +246,7 @@ def test_second_signal_during_the_save_ends_at_once_leaving_only_complete_checkp
   finally:
     if proc.poll() is None:
       proc.kill()
+  assert 'stopping on SIGTERM: saving step' in open(logs + '.out').read()  # the first signal began a save
   # killed by the signal itself (during the save), or, if the save had just finished, the usual stop
   assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
   listed = _listed_are_readable(model_dir)
