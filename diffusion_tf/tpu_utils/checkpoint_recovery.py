@@ -5,8 +5,9 @@ stored checksum matches (all tensors are read once, one at a time). In a run dir
 checkpoints the `checkpoint` state file lists (TF's Saver writes that file only after the index and the data are
 complete, so a save cut short is never listed); only when that file is missing or cannot be parsed are the
 `*.index` files on disk the candidates. An unreadable candidate is moved, never deleted, to
-<model_dir>/unreadable/<time>/ and the state file is rewritten to list the checkpoints that remain, so that
-Estimator (which reads the state file) resumes from the same checkpoint this lookup returns.
+<model_dir>/unreadable/<time>-<host>-<pid>/ and the state file is rewritten to list the checkpoints that remain, so
+that Estimator (which reads the state file) resumes from the same checkpoint this lookup returns (when none remains,
+the state file goes aside with them).
 """
 
 import glob

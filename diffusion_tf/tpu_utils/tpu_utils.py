@@ -4,8 +4,9 @@
                      use_tpu=False on this machine (one CPU or GPU), or with an Estimator and a MirroredStrategy
                      when several GPUs are used. Adam (or RMSProp) with a linear warm-up and gradient clipping, an
                      EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
-                     and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
-                     the run with an error naming the step, without updating the weights.
+                     and lr. An existing model_dir is resumed from its latest readable checkpoint; a NaN/inf loss
+                     stops the run with an error naming the step, without updating the weights; SIGTERM/SIGINT
+                     save the current step and stop.
   EvalWorker         watches a model_dir for checkpoints, samples with the EMA weights, and writes image grids and
                      the Inception Score / FID (against the training set and the test set if there is one).
 
@@ -404,9 +405,12 @@ def _raise_if_write_failure(e, model_dir):
   cause = utils.write_failure_cause(e)
   if cause is None:
     return
-  for partial in tf.io.gfile.glob(os.path.join(model_dir, '*_temp_*')):  # Saver's <prefix>_temp_<uuid> directories
+  for partial in tf.io.gfile.glob(os.path.join(model_dir, '*.ckpt-*_temp_*')):  # Saver's <prefix>_temp_<uuid>
     try:
-      tf.io.gfile.rmtree(partial) if tf.io.gfile.isdir(partial) else tf.io.gfile.remove(partial)
+      if tf.io.gfile.isdir(partial):
+        tf.io.gfile.rmtree(partial)
+      else:
+        tf.io.gfile.remove(partial)
     except (tf.errors.OpError, OSError):
       pass
   path = e.message.split(';')[0].strip() if ';' in e.message else model_dir
@@ -436,7 +440,11 @@ def run_training(
   Checkpoints are saved every `save_checkpoints_steps` steps or `save_checkpoints_secs` seconds (default 1600 s,
   the original's) and the last `keep_checkpoint_max` are kept. `max_steps` bounds the global step, `max_train_secs`
   the time spent in this call's training loop (a checkpoint is saved when it stops).
-  Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings.
+  Faults (docs/scripts.md, errors and recovery): the run directory is locked for one trainer (run_lock); unreadable
+  newer checkpoints are set aside before resuming (checkpoint_recovery); SIGTERM/SIGINT stop training after the
+  current step with a checkpoint of it (preemption); a write that fails for lack of space or rights is a WriteError.
+  Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
+  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write.
   """
   if model_dir is None:
     if log_dir is None or exp_name is None:
