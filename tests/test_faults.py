@@ -9,10 +9,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
-import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
