@@ -1,6 +1,7 @@
 """Runs that survive faults, injected for real: unreadable checkpoints (bytes flipped, files cut short, a missing
-shard), SIGTERM/SIGINT during training (real processes and signals), a full or read-only file system (a real tmpfs
-of a few MB; skipped where this user cannot mount), and two trainers on one run directory. Tiny configs: the
+shard), SIGTERM/SIGINT during training (real processes and signals), a full or read-only file system (a real tmpfs:
+1 MB, and 64 MB for a training run, whose checkpoints are 13 MB each; skipped where this user cannot mount), and two
+trainers on one run directory. Tiny configs: the
 embedded digits at 8x8, the 2-level 'tiny' U-Net, T = 10."""
 
 import glob
@@ -8,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -252,7 +254,6 @@ def test_second_signal_during_the_save_ends_at_once_leaving_only_complete_checkp
 
 
 def test_one_trainer_per_run_directory_and_a_killed_trainer_does_not_lock_it(tmp_path):
-  import socket
   model_dir, logs = str(tmp_path / 'run'), str(tmp_path / 'a')
   first = _start(model_dir, logs, '--save_checkpoints_steps=2', '--max_steps=100000')
   try:
