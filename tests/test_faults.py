@@ -1,8 +1,7 @@
 """Runs that survive faults, injected for real: unreadable checkpoints (bytes flipped, files cut short, a missing
 shard), SIGTERM/SIGINT during training (real processes and signals), a full or read-only file system (a real tmpfs:
 1 MB, and 64 MB for a training run, whose checkpoints are 13 MB each; skipped where this user cannot mount), and two
-trainers on one run directory. Tiny configs: the
-embedded digits at 8x8, the 2-level 'tiny' U-Net, T = 10."""
+trainers on one run directory. Tiny configs: the embedded digits at 8x8, the 2-level 'tiny' U-Net, T = 10."""
 
 import glob
 import json
