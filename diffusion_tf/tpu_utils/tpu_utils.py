@@ -160,7 +160,7 @@ def resolve_checkpoint(path):
   if tf.io.gfile.isdir(path):
     ckpt = latest_checkpoint(path)
     if ckpt is None:
-      raise UsageError('{} has no readable checkpoint (no "checkpoint" file listing a readable model.ckpt-*); '
+      raise UsageError('{} has no checkpoint that can be read (no "checkpoint" file listing a readable model.ckpt-*); '
                        'expected a directory with TF checkpoints or a checkpoint prefix such as '
                        '{}/model.ckpt-1000'.format(path, path))
     return ckpt
