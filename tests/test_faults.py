@@ -144,6 +144,18 @@ def test_evaluation_and_simple_eval_fall_back(run_copy, capsys):
   assert glob.glob(os.path.join(run_copy, 'simple_eval', 'progressive_samples_model.ckpt-0_ema.npz'))
 
 
+def test_watching_evaluation_skips_an_unreadable_new_checkpoint(run_copy, capsys):
+  bad = os.path.join(run_copy, 'model.ckpt-4')
+  _flip_data(bad)
+  code, out, err = run_main(capsys, 'run_cifar', ['evaluation', '--model_dir={}'.format(run_copy),
+                                                  '--dump_samples_only', '--num_inception_samples=2', '--total_bs=2',
+                                                  '--poll_secs=1', '--timeout_secs=2'])
+  assert code == 0, err
+  assert 'warning: checkpoint {} cannot be read'.format(bad) in err
+  assert _moved_aside(run_copy, 'model.ckpt-4')
+  assert not os.path.exists(os.path.join(run_copy, 'eval', 'step00000004_ema_samples.npz'))
+
+
 def test_converter_falls_back_for_a_directory_and_names_an_explicit_bad_checkpoint(run_copy, capsys, tmp_path):
   script = load_script('convert_diffusers_checkpoint')
   bad = os.path.join(run_copy, 'model.ckpt-4')
