@@ -681,18 +681,20 @@ def write_tf_checkpoint(path, arrays, *, global_step=0, with_ema=True, basename=
 def read_tf_checkpoint(path):
   """A TF checkpoint (prefix, or a directory: its latest checkpoint) -> OrderedDict name -> np.ndarray."""
   import tensorflow.compat.v1 as tf
+  from .tpu_utils import checkpoint_recovery  # needs TF too: imported with it
 
-  if os.path.isdir(path):
-    ckpt = tf.train.latest_checkpoint(path)
+  if os.path.isdir(path):  # its newest readable checkpoint; unreadable newer ones are moved aside with a warning
+    ckpt = checkpoint_recovery.newest_readable_checkpoint(path)
     if ckpt is None:
-      raise CheckpointError('{}: directory has no TF checkpoint (no "checkpoint" state file)'.format(path))
+      raise CheckpointError('{}: directory has no readable TF checkpoint (no "checkpoint" state file listing '
+                            'one)'.format(path))
     path = ckpt
   try:
     reader = tf.train.load_checkpoint(path)
+    names = sorted(reader.get_variable_to_shape_map())
+    return collections.OrderedDict((n, reader.get_tensor(n)) for n in names)
   except (tf.errors.OpError, ValueError) as e:
-    raise CheckpointError('{}: cannot read TF checkpoint: {}'.format(path, str(e).splitlines()[0]))
-  names = sorted(reader.get_variable_to_shape_map())
-  return collections.OrderedDict((n, reader.get_tensor(n)) for n in names)
+    raise CheckpointError('{}: cannot read TF checkpoint: {}'.format(path, str(e).splitlines()[0])) from None
 
 
 def unet_weights_from_tf(values, *, ema, prefix='model'):

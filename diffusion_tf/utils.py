@@ -201,12 +201,40 @@ def encode_png(img):
   return buf.getvalue()
 
 
+class WriteError(OSError):
+  """A file could not be written (no space left, no permission, a read-only file system); the message names it."""
+
+
+_WRITE_FAILURES = [('no space left', 'no space left on device'), ('disk quota', 'disk quota exceeded'),
+                   ('read-only file system', 'read-only file system'), ('permission denied', 'permission denied')]
+
+
+def write_failure_cause(e):
+  """'no space left on device', 'permission denied', ... when exception `e` (a tf.errors.OpError or OSError) is a
+  failed write for lack of space or rights, else None."""
+  text = (getattr(e, 'message', None) or str(e)).lower()
+  for needle, cause in _WRITE_FAILURES:
+    if needle in text:
+      return cause
+  return None
+
+
 def atomic_write_bytes(filename, data: bytes):
-  """Write `data` to `filename` through a temporary name in the same directory, then rename."""
+  """Write `data` to `filename` through a temporary name in the same directory, then rename. On failure the
+  temporary file is removed, `filename` keeps its old content, and a WriteError names the file and the cause."""
   tmp = '{}.tmp{}'.format(filename, os.getpid())
-  with tf.io.gfile.GFile(tmp, 'wb') as f:
-    f.write(data)
-  tf.io.gfile.rename(tmp, filename, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(data)
+    tf.io.gfile.rename(tmp, filename, overwrite=True)
+  except (tf.errors.OpError, OSError) as e:
+    try:
+      tf.io.gfile.remove(tmp)
+    except (tf.errors.OpError, OSError):
+      pass
+    lines = (getattr(e, 'message', None) or str(e)).strip().splitlines()
+    raise WriteError('cannot write {}: {} ({}); expected a writable directory with free space'.format(
+      filename, write_failure_cause(e) or (lines[0] if lines else ''), type(e).__name__)) from None
 
 
 def write_png(filename, img):

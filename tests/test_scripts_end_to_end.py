@@ -219,7 +219,7 @@ def test_celebahq_script_with_space_to_depth(tmp_path, capsys):
   run_celebahq = load_script('run_celebahq')
   model_dir = str(tmp_path / 'run')
   run_celebahq.train(exp_name='c', dataset='digits', resolution=8, model_name='tiny', block_size=2, total_bs=4,
-                     num_diffusion_timesteps=T, model_dir=model_dir, max_steps=2, save_checkpoints_steps=2)
+                     num_diffusion_timesteps=T, model_dir=model_dir, max_steps=2, warmup=2, save_checkpoints_steps=2)
   kwargs = json.load(open(os.path.join(model_dir, 'kwargs.json')))
   assert kwargs['block_size'] == 2 and kwargs['loss_type'] == 'noisepred' and kwargs['lr'] == 2e-5
   # the U-Net sees 4x4 images with 3 * 2^2 channels
@@ -244,7 +244,7 @@ def test_lsun_script_train_dump_and_sample(tmp_path, capsys):
   run_lsun = load_script('run_lsun')
   model_dir = str(tmp_path / 'run')
   run_lsun.train(exp_name='l', tfr_file=tfr, model_name='tiny', total_bs=4, num_diffusion_timesteps=T,
-                 model_dir=model_dir, max_steps=2, save_checkpoints_steps=2)
+                 model_dir=model_dir, max_steps=2, warmup=2, save_checkpoints_steps=2)
   assert json.load(open(os.path.join(model_dir, 'kwargs.json')))['image_size'] == 16
   code, _, err = run_main(capsys, 'run_lsun', ['evaluation', '--model_dir={}'.format(model_dir), '--once',
                                                '--dump_samples_only', '--num_inception_samples=4', '--total_bs=4'])

@@ -2,6 +2,7 @@
 command-line runner (one `error:` line and a non-zero exit on bad input), and the `sample` subcommand.
 """
 
+import errno
 import functools
 import inspect
 import json
@@ -73,6 +74,11 @@ def check_beta_schedule(kwargs):
   check_int('num_diffusion_timesteps', kwargs['num_diffusion_timesteps'], minimum=1)
   check_number('beta_start', kwargs['beta_start'], low=0., high=1., low_inclusive=False)
   check_number('beta_end', kwargs['beta_end'], low=0., high=1., low_inclusive=False)
+  # const and jsd ignore beta_start; the other schedules run from beta_start up to beta_end
+  if kwargs['beta_schedule'] not in ('const', 'jsd') and kwargs['beta_start'] > kwargs['beta_end']:
+    raise _usage_error('beta_start={!r} is larger than beta_end={!r}; expected beta_start <= beta_end (the {} '
+                       'schedule increases from beta_start to beta_end)'.format(
+                         kwargs['beta_start'], kwargs['beta_end'], kwargs['beta_schedule']))
 
 
 def check_model_config(model_name, configs, image_size, *, block_size=1):
@@ -119,8 +125,9 @@ def image_size_of(kwargs):
 # Running a fire CLI
 
 def _expected_errors():
-  from .tpu_utils import UsageError, NonFiniteLossError
-  errors = [UsageError, PathError, NonFiniteLossError]
+  from .tpu_utils import UsageError, NonFiniteLossError, TrainingStopped
+  from .. import utils
+  errors = [UsageError, PathError, NonFiniteLossError, TrainingStopped, utils.WriteError]
   try:
     from ..inception import InceptionGraphError
     errors.append(InceptionGraphError)
@@ -137,8 +144,9 @@ def _expected_errors():
 def run_cli(commands, argv=None, name=None):
   """fire.Fire(commands) with bad input reported as one `error: ...` line on stderr and exit status 1.
 
-  Expected errors are our own error types and ValueErrors (the dataset code reports missing or malformed data
-  with them); set DIFFUSION_TF_DEBUG=1 for the full traceback.
+  Expected errors are our own error types, ValueErrors (the dataset code reports missing or malformed data
+  with them) and OSErrors of a write without space or rights (a full disk, a read-only file system); set
+  DIFFUSION_TF_DEBUG=1 for the full traceback.
   """
   import fire
   if hasattr(sys.stdout, 'reconfigure'):  # progress lines reach a log file (a job scheduler's) as they are printed
@@ -150,6 +158,11 @@ def run_cli(commands, argv=None, name=None):
       raise
     message = str(e).strip().splitlines()
     print('error: {}'.format(message[0] if message else type(e).__name__), file=sys.stderr)
+    sys.exit(getattr(e, 'exit_code', 1))  # TrainingStopped: 128 + the signal, as a shell reports a signal's end
+  except OSError as e:
+    if os.environ.get('DIFFUSION_TF_DEBUG') or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+      raise
+    print('error: cannot write {}: {}'.format(e.filename, e.strerror), file=sys.stderr)
     sys.exit(1)
 
 
@@ -522,6 +535,9 @@ def check_train_flags(kwargs):
     check_int(name, kwargs[name], allow_none=True)
   if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
     raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
+  if kwargs['max_steps'] is not None and kwargs['warmup'] > kwargs['max_steps']:
+    raise UsageError('warmup={} is longer than max_steps={}; expected warmup <= max_steps (the learning rate '
+                     'would never reach --lr)'.format(kwargs['warmup'], kwargs['max_steps']))
   check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
 
 

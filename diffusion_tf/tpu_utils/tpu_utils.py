@@ -5,8 +5,9 @@
                      when several GPUs are used. Adam (or RMSProp) with a linear warm-up and gradient clipping (each
                      replica's gradient clipped at grad_clip, then averaged, as in the original), an
                      EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
-                     and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
-                     the run with an error naming the step, without updating the weights.
+                     and lr. An existing model_dir is resumed from its latest readable checkpoint; a NaN/inf loss
+                     stops the run with an error naming the step, without updating the weights; SIGTERM/SIGINT
+                     save the current step and stop.
   EvalWorker         watches a model_dir for checkpoints, samples with the EMA weights, and writes image grids and
                      the Inception Score / FID (against the training set and the test set if there is one).
 
@@ -27,7 +28,7 @@ from tensorflow.python.tpu.ops import tpu_ops
 
 from .. import inception
 from .. import utils
-from . import classifier_metrics_numpy, tpu_summaries
+from . import checkpoint_recovery, classifier_metrics_numpy, preemption, run_lock, tpu_summaries
 from .paths import is_url
 
 # The original's names for the Inception graph and the data scaling (defined in diffusion_tf/inception.py and utils.py).
@@ -64,6 +65,15 @@ class NonFiniteLossError(RuntimeError):
     last = latest_checkpoint(model_dir) if model_dir else None
     super().__init__('the training loss is {} at step {}; training stopped before applying that step{}'.format(
       loss, step, '; the last good checkpoint is {}'.format(last) if last else ''))
+
+
+class TrainingStopped(RuntimeError):
+  """Training stopped on SIGTERM or SIGINT after saving the current step; `exit_code` is 128 + the signal number."""
+
+  def __init__(self, signal_name, signum, step, ckpt):
+    self.exit_code = 128 + signum
+    super().__init__('training stopped by {} at step {}: saved {}; rerun the same command to resume from it'.format(
+      signal_name, step, ckpt))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,11 +175,13 @@ def load_train_kwargs(model_dir):
   return kwargs
 
 
-def latest_checkpoint(model_dir):
-  """Path prefix of the newest checkpoint in model_dir, or None."""
+def latest_checkpoint(model_dir, warn=None):
+  """Path prefix of the newest readable checkpoint in model_dir, or None. Newer unreadable ones (truncated or corrupt
+  data or index, a missing shard) are moved aside to model_dir/unreadable/ after one warning line each (to `warn`,
+  default stderr), and the `checkpoint` state file is rewritten to match (checkpoint_recovery)."""
   if not model_dir or not tf.io.gfile.isdir(model_dir):
     return None
-  return tf.train.latest_checkpoint(model_dir)
+  return checkpoint_recovery.newest_readable_checkpoint(model_dir, warn=warn)
 
 
 def checkpoint_exists(path):
@@ -183,12 +195,17 @@ def resolve_checkpoint(path):
   if tf.io.gfile.isdir(path):
     ckpt = latest_checkpoint(path)
     if ckpt is None:
-      raise UsageError('{} has no checkpoint (no "checkpoint" file listing model.ckpt-*); expected a directory '
-                       'with TF checkpoints or a checkpoint prefix such as {}/model.ckpt-1000'.format(path, path))
+      raise UsageError('{} has no checkpoint that can be read (no "checkpoint" file listing a readable model.ckpt-*); '
+                       'expected a directory with TF checkpoints or a checkpoint prefix such as '
+                       '{}/model.ckpt-1000'.format(path, path))
     return ckpt
   if not checkpoint_exists(path):
     raise UsageError('checkpoint {} does not exist (no {}.index); expected a TF checkpoint prefix such as '
                      'model_dir/model.ckpt-1000, or a directory holding checkpoints'.format(path, path))
+  problem = checkpoint_recovery.checkpoint_problem(path)
+  if problem is not None:
+    raise UsageError('checkpoint {} cannot be read ({}); expected an intact checkpoint (give its directory to use '
+                     'the newest readable one)'.format(path, problem))
   return path
 
 
@@ -470,6 +487,28 @@ def _make_ema(*, global_step, ema_decay, trainable_variables, mirrored):
   return tf.distribute.get_replica_context().merge_call(_merge_fn)
 
 
+def _raise_if_write_failure(e, model_dir):
+  """A utils.WriteError for an error of training that is a failed write (a full disk, no permission): it names the
+  file and the cause; the partial files of a checkpoint save cut short are removed (the `checkpoint` state file
+  never listed them), and the last complete checkpoint is named."""
+  cause = utils.write_failure_cause(e)
+  if cause is None:
+    return
+  for partial in tf.io.gfile.glob(os.path.join(model_dir, '*.ckpt-*_temp_*')):  # Saver's <prefix>_temp_<uuid>
+    try:
+      if tf.io.gfile.isdir(partial):
+        tf.io.gfile.rmtree(partial)
+      else:
+        tf.io.gfile.remove(partial)
+    except (tf.errors.OpError, OSError):
+      pass
+  path = e.message.split(';')[0].strip() if ';' in e.message else model_dir
+  last = tf.train.latest_checkpoint(model_dir)
+  raise utils.WriteError('cannot write {} while training: {} ({}); {}'.format(
+    path, cause, type(e).__name__, 'the last complete checkpoint, {}, is untouched'.format(last) if last else
+    'there is no complete checkpoint yet')) from None
+
+
 def make_model_dir(log_dir, exp_name, date_str=None):
   """{log_dir}/{date_str}/{exp_name} as in the original (date_str defaults to today, YYYY-MM-DD)."""
   import datetime
@@ -490,7 +529,11 @@ def run_training(
   Checkpoints are saved every `save_checkpoints_steps` steps or `save_checkpoints_secs` seconds (default 1600 s,
   the original's) and the last `keep_checkpoint_max` are kept. `max_steps` bounds the global step, `max_train_secs`
   the time spent in this call's training loop (a checkpoint is saved when it stops).
-  Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings.
+  Faults (docs/scripts.md, errors and recovery): the run directory is locked for one trainer (run_lock); unreadable
+  newer checkpoints are set aside before resuming (checkpoint_recovery); SIGTERM/SIGINT stop training after the
+  current step with a checkpoint of it (preemption); a write that fails for lack of space or rights is a WriteError.
+  Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
+  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write.
   """
   if model_dir is None:
     if log_dir is None or exp_name is None:
@@ -517,6 +560,8 @@ def run_training(
 
   from .paths import check_writable_dir
   check_writable_dir(model_dir, 'model_dir')
+  # one trainer per run directory; released after training (a flock, so also when this process dies)
+  lock = run_lock.RunLock(model_dir).acquire()
   last_ckpt = latest_checkpoint(model_dir)
   if last_ckpt:
     printer('model dir {} exists: resuming from {} (step {})'.format(model_dir, last_ckpt, checkpoint_step(last_ckpt)))
@@ -628,15 +673,26 @@ def run_training(
         printer('stopping: --max_train_secs={} reached'.format(max_train_secs))
         run_context.request_stop()
 
-  hooks = [_ProgressHookFactory()] + ([_StopAfterSecsHook()] if max_train_secs else [])
+  stop_signals = preemption.StopSignals()
+  hooks = [_ProgressHookFactory(), preemption.StopOnSignalHook(stop_signals, printer)] + (
+    [_StopAfterSecsHook()] if max_train_secs else [])
   t0 = time.time()
   try:
-    estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
+    with stop_signals:
+      estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
   except tf.errors.InvalidArgumentError as e:
     parsed = _parse_nonfinite_error(e)
     if parsed is None:
       raise
     raise NonFiniteLossError(parsed[0], parsed[1], model_dir) from None
+  except tf.errors.OpError as e:
+    _raise_if_write_failure(e, model_dir)
+    raise
+  finally:
+    lock.release()
+  if stop_signals.signum is not None:
+    last_ckpt = tf.train.latest_checkpoint(model_dir)
+    raise TrainingStopped(stop_signals.name, stop_signals.signum, checkpoint_step(last_ckpt), last_ckpt)
   last_ckpt = latest_checkpoint(model_dir)
   printer('training done in {:.0f} s; latest checkpoint {}'.format(time.time() - t0, last_ckpt))
   return model_dir
@@ -906,6 +962,10 @@ class EvalWorker:
         else:
           ckpts = tf.train.checkpoints_iterator(logdir, min_interval_secs=poll_secs, timeout=timeout_secs)
         for ckpt in ckpts:
+          problem = None if once else checkpoint_recovery.checkpoint_problem(ckpt)
+          if problem is not None:  # a listed checkpoint that cannot be read: set aside, wait for the next one
+            checkpoint_recovery.set_aside(ckpt, problem, then='; waiting for the next one')
+            continue
           step = checkpoint_step(ckpt)
           for ema in passes:
             tag = 'ema' if ema else 'noema'
