@@ -219,7 +219,7 @@ def resolve_load_ckpt(model_dir, load_ckpt, resolve_path=None):
   if model_dir and not is_url(load_ckpt) and not os.path.isabs(load_ckpt):
     inside = os.path.join(model_dir, load_ckpt)
     if checkpoint_exists(inside):
-      return inside
+      return resolve_checkpoint(inside)
   return resolve_checkpoint(resolve_path(load_ckpt) if resolve_path else load_ckpt)
 
 
