@@ -327,7 +327,8 @@ def make_sample_command(script):
         raise _usage_error('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
           flag, value, sampler, owner))
     if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
-      raise _usage_error('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/--skip_type')
+      raise _usage_error('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
+                         '--skip_type')
     if model_dir is None and checkpoint is None:
       raise _usage_error('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
     paths = Paths(bucket_name_prefix, region)

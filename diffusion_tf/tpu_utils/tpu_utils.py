@@ -17,12 +17,13 @@ import functools
 import json
 import os
 import re
+import sys
 import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import utils
+from .. import provenance, utils
 from . import tpu_summaries
 
 EMA_SUFFIX = '/ExponentialMovingAverage'
@@ -171,7 +172,8 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
   """Restore the variables of the current graph (default: all global variables) from `ckpt`.
 
   With `ema`, each variable `v` is loaded from the checkpoint's EMA shadow `v/ExponentialMovingAverage` (what
-  utils.ema_scope reads during training); variables without a shadow (global_step) are loaded as they are.
+  utils.ema_scope reads during training); variables without a shadow (global_step) are loaded as they are. EMA
+  slots that a converted checkpoint's provenance.json marks as copies of non-EMA weights get one warning line.
   """
   var_list = tf.global_variables() if var_list is None else var_list
   trainable = set(tf.trainable_variables())
@@ -197,6 +199,9 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
       ckpt, len(missing), missing[0], ' (use --noema to load the raw weights)' if ema and
       missing[0].endswith(EMA_SUFFIX) else '; expected a checkpoint of the same model configuration'))
   tf.train.Saver(var_list=name_map).restore(sess, ckpt)
+  warning = provenance.ema_warning(ckpt) if ema else None
+  if warning:
+    print(warning, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------------------
