@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 
+from .. import provenance
 from .paths import PathError
 
 IMAGE_SIZES = {'cifar10': 32, 'celebahq256': 256, 'lsun': 256, 'digits': 32}
@@ -370,7 +371,9 @@ def make_sample_command(script):
                     num_inference_steps=num_inference_steps, eta=eta,
                     use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
                     skip_type=skip_type, seed=seed, batch_size=batch_size,
-                    num_samples=num_samples, progressive=progressive, overrides=overrides)
+                    num_samples=num_samples, progressive=progressive, overrides=overrides,
+                    dataset=kwargs.get('dataset'), image_size=ds_info.image_size,
+                    provenance=provenance.read_provenance(ckpt))
     final_files = (['progressive.png', 'progressive.npz'] if progressive else
                    ['grid.png', 'samples.npz' if output_type == 'npz' else 'images'])
     final_files.append('info.json')
