@@ -128,7 +128,7 @@ def make_interpolate_command(script):
       with su._open_session(dist, ckpt, ema) as sess:
         feed = {out['x1']: utils.normalize_data(x1[None].astype(np.float32)),
                 out['x2']: utils.normalize_data(x2[None].astype(np.float32)), out['t']: t}
-        mixed = [sess.run(out['x_interp'], dict(feed, **{out['lam']: lam}))[0] for lam in lams]
+        mixed = [sess.run(out['x_interp'], {**feed, out['lam']: lam})[0] for lam in lams]
     row = np.concatenate([x1[None], su.to_uint8(np.stack(mixed)), x2[None]])
     assert row.shape == (num_lambdas + 2, *ds_info.image_shape)
     su.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
