@@ -173,6 +173,10 @@ def make_reproduce_command(script, sample_command):
       su.check_choice('real_split', real_split, REAL_SPLITS)
       if bpd:
         raise tpu_utils.UsageError('--bpd needs a model; drop it with --real_split')
+      unknown = sorted(set(overrides) - {'dataset', 'resolution'})
+      if unknown:
+        raise tpu_utils.UsageError('{} do(es) not apply to --real_split; expected only --dataset and '
+                                   '--resolution'.format(', '.join('--' + k for k in unknown)))
     elif model_dir is None and checkpoint is None:
       raise tpu_utils.UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
     if real_split is None:
