@@ -23,7 +23,9 @@ import os
 
 import numpy as np
 
+from .. import inception
 from . import datasets
+from .script_utils import save_npz_atomic
 
 NUM_CLASSES = 10
 FEATURE_DIM = 32
@@ -127,7 +129,6 @@ def recipe_key(recipe=RECIPE, train_images=None):
 
 def _cache_dir(cache_dir):
   if cache_dir is None:
-    from .. import inception
     cache_dir = inception.cache_dir()
   return os.path.join(os.path.expanduser(cache_dir), _CLASSIFIER_DIR)
 
@@ -150,7 +151,6 @@ class DigitsClassifier:
       self.params = train(to_inputs(images[:n]), labels[:n], self.recipe)
       predictions = np.argmax(forward(self.params, to_inputs(images[n:]))[2], axis=1)
       self.test_accuracy = float(np.mean(predictions == labels[n:]))
-      from .script_utils import save_npz_atomic
       os.makedirs(os.path.dirname(self.graph_path), exist_ok=True)
       save_npz_atomic(self.graph_path, test_accuracy=np.float64(self.test_accuracy), **self.params)
 
