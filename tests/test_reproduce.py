@@ -107,6 +107,10 @@ def test_reproduce_rejects_bad_flags_before_sampling(digits_run, capsys, tmp_pat
   assert_one_error(code, err, 'num_samples=5', 'num_splits=10')
   code, _, err = run_main(capsys, 'run_cifar', base + ['--inception_graph={}'.format(tmp_path / 'none.tar.gz')])
   assert_one_error(code, err, 'none.tar.gz')
+  code, _, err = run_main(capsys, 'run_cifar', base + ['--features=digits', '--sampler=pndm', '--skip_type=quad'])
+  assert_one_error(code, err, 'pndm', 'quad')
+  code, _, err = run_main(capsys, 'run_cifar', base + ['--features=digits', '--skip_type=cubic'])
+  assert_one_error(code, err, "skip_type='cubic'", 'uniform, quad')
   assert not os.path.exists(str(tmp_path / 'bad' / 'samples'))
 
 
