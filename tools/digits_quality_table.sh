@@ -35,6 +35,8 @@ row() {  # row NAME FLAGS...
       --out_dir="$OUT/$name" "$@"
   fi
 }
+row real_train --real_split=train --dataset=digits --resolution="$(
+  "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["image_size"])' "$MODEL_DIR/kwargs.json")"
 row real_test --real_split=test --dataset=digits --resolution="$(
   "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["image_size"])' "$MODEL_DIR/kwargs.json")"
 row ddpm1000_ema --model_dir="$MODEL_DIR"
@@ -47,10 +49,11 @@ row ddim50_noema --model_dir="$MODEL_DIR" --sampler=ddim --num_inference_steps=5
 row untrained_ddim50 --model_dir="$OUT/untrained" --sampler=ddim --num_inference_steps=50
 {
   head -n 2 "$OUT/real_test/table.md"
-  for name in real_test ddpm1000_ema ddim10_ema ddim20_ema ddim50_ema ddim100_ema ddim50q_ema pndm50_ema \
+  for name in real_train real_test ddpm1000_ema ddim10_ema ddim20_ema ddim50_ema ddim100_ema ddim50q_ema pndm50_ema \
               ddim50_noema untrained_ddim50; do
     grep '^| \*\*measured' "$OUT/$name/table.md"
   done
 } > "$OUT/table.md.tmp"
 mv "$OUT/table.md.tmp" "$OUT/table.md"
 cat "$OUT/table.md"
+"$PY" tools/digits_quality_checks.py "$OUT"
