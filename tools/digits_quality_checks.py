@@ -8,7 +8,8 @@ their training digits?
    small-sample bias alone): a gap means the test split is a shifted distribution, not just "other samples";
 2. median distance (grey pixels 0..255) of each image to its nearest training digit, for the test digits, the
    training digits (leave-one-out) and every row's samples: samples nearer than real held-out digits would mean
-   copying.
+   copying;
+3. the fraction of near-black pixels (grey < 5 of 255): real digits have clean backgrounds.
 """
 
 import glob
@@ -44,15 +45,18 @@ def main(out_dir):
   print('1. digits-FID (train) of the {} test digits: {:.2f}; of random {}-digit subsets of the training split: '
         '{}'.format(len(test), fid(test), len(test), ', '.join('{:.2f}'.format(v) for v in subsets)))
   grey = lambda x: x.astype(np.float64).mean(-1).reshape(len(x), -1)
-  print('2. median distance to the nearest training digit:')
-  print('   {:<28s} {:.0f}'.format('test digits', np.median(nearest_distances(grey(test), grey(train)))))
-  print('   {:<28s} {:.0f}'.format('training digits (leave-one-out)',
-                                   np.median(nearest_distances(grey(train), grey(train), exclude_self=True))))
+  dark = lambda x: 100. * np.mean(grey(x) < 5)
+  print('2. median distance to the nearest training digit; 3. near-black pixels:')
+  print('   {:<34s} {:4.0f} {:5.1f}%'.format('test digits', np.median(nearest_distances(grey(test), grey(train))),
+                                             dark(test)))
+  print('   {:<34s} {:4.0f} {:5.1f}%'.format('training digits (leave-one-out)', np.median(
+    nearest_distances(grey(train), grey(train), exclude_self=True)), dark(train)))
   for path in sorted(glob.glob(os.path.join(out_dir, '*', 'samples', 'samples.npz'))):
     with np.load(path) as f:
       samples = f['arr_0']
     name = os.path.basename(os.path.dirname(os.path.dirname(path)))
-    print('   {:<28s} {:.0f}'.format(name, np.median(nearest_distances(grey(samples), grey(train)))))
+    print('   {:<34s} {:4.0f} {:5.1f}%'.format(name, np.median(nearest_distances(grey(samples), grey(train))),
+                                               dark(samples)))
 
 
 if __name__ == '__main__':
