@@ -18,14 +18,14 @@ Public API:
 """
 
 import hashlib
+import io
 import json
 import os
 
 import numpy as np
 
-from .. import inception
+from .. import inception, utils
 from . import datasets
-from .script_utils import save_npz_atomic
 
 NUM_CLASSES = 10
 FEATURE_DIM = 32
@@ -152,7 +152,9 @@ class DigitsClassifier:
       predictions = np.argmax(forward(self.params, to_inputs(images[n:]))[2], axis=1)
       self.test_accuracy = float(np.mean(predictions == labels[n:]))
       os.makedirs(os.path.dirname(self.graph_path), exist_ok=True)
-      save_npz_atomic(self.graph_path, test_accuracy=np.float64(self.test_accuracy), **self.params)
+      buf = io.BytesIO()
+      np.savez(buf, test_accuracy=np.float64(self.test_accuracy), **self.params)
+      utils.atomic_write_bytes(self.graph_path, buf.getvalue())  # temp name, then rename
 
   def features(self, images):
     """(features [N, FEATURE_DIM], logits [N, 10]) float64 of uint8 images [N, R, R, 3]."""
