@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers_scripts import assert_one_error, load_npz, load_script, run_main
+from helpers_scripts import assert_one_error, load_npz, load_script, run_main, write_original_layout
 
 from diffusion_tf import utils
 from diffusion_tf.tpu_utils import datasets, editing
@@ -90,3 +90,18 @@ def test_denoising_trajectory_starts_at_noise_and_ends_at_the_sample(celebahq_ru
     'denoising_trajectory', '--model_dir={}'.format(celebahq_run['model_dir']), '--num_frames={}'.format(T + 2),
     '--out_dir={}'.format(tmp_path / 'bad')])
   assert_one_error(code, err, 'num_frames=12')
+
+
+def test_editing_commands_read_the_original_full_training_layout(celebahq_run, capsys, tmp_path):
+  """live weights, Adam slots, beta powers, EMA shadows and global_step, as the released checkpoints hold them"""
+  model_dir = str(tmp_path / 'original')
+  write_original_layout(os.path.join(celebahq_run['model_dir'], 'model.ckpt-2'), model_dir, global_step=9,
+                        kwargs_json=os.path.join(celebahq_run['model_dir'], 'kwargs.json'))
+  for argv in [['interpolate', '--image1={}'.format(celebahq_run['images'][0]),
+                '--image2={}'.format(celebahq_run['images'][1]), '--t=2', '--num_lambdas=2'],
+               ['denoising_trajectory', '--num_samples=1', '--num_frames=3', '--noema']]:
+    code, _, err = run_main(capsys, 'run_celebahq', argv + ['--model_dir={}'.format(model_dir)])
+    assert code == 0, (argv[0], err)
+  info = json.load(open(os.path.join(model_dir, 'interpolate_t2_seed0', 'info.json')))
+  assert info['step'] == 9 and info['checkpoint'].endswith('model.ckpt-9')
+  assert load_npz(os.path.join(model_dir, 'trajectory_seed0_n1', 'trajectory.npz')).shape == (1, 3, 8, 8, 3)
