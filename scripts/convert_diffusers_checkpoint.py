@@ -21,6 +21,7 @@ import sys
 import fire
 
 from diffusion_tf import checkpoints  # numpy only; TF is imported when a checkpoint is written or read
+from diffusion_tf import provenance
 
 
 def _hparams_text(hp):
@@ -29,15 +30,23 @@ def _hparams_text(hp):
     hp.in_ch, hp.out_ch))
 
 
-def to_tf(src, out, global_step=0, with_ema=True, prefix='model'):
+def to_tf(src, out, global_step=0, with_ema=True, prefix='model', repo_id=None, source_weights=None):
   """Reads a diffusers UNet2DModel directory `src`; writes the TF checkpoint directory `out` (new or empty).
 
   The weights are saved under `<prefix>/...` (our unet.model names) and, with `with_ema`, also as the EMA shadows
-  `<name>/ExponentialMovingAverage`; `global_step` is stored as the int64 variable global_step.
+  `<name>/ExponentialMovingAverage`; `global_step` is stored as the int64 variable global_step. provenance.json
+  records the source and whether its weights are EMA ones: from --source_weights (ema, non-ema, unknown) if given,
+  else from the hub repository name --repo_id (default: src's folder name), e.g. google/ddpm-ema-cifar10-32 ->
+  ema, google/ddpm-cifar10-32 -> non-ema.
   """
   if not isinstance(global_step, int) or global_step < 0:
     raise checkpoints.CheckpointError('global_step = {!r}; expected a non-negative int'.format(global_step))
+  if source_weights is not None and source_weights not in provenance.SOURCE_WEIGHTS:
+    raise checkpoints.CheckpointError('source_weights = {!r}; expected one of {}'.format(
+      source_weights, ', '.join(provenance.SOURCE_WEIGHTS)))
   src = str(src)
+  record = provenance.make_provenance(os.path.abspath(src), source_weights=source_weights,
+                                     repo_id=None if repo_id is None else str(repo_id))
   if not os.path.isfile(os.path.join(src, checkpoints.CONFIG_NAME)) and os.path.isfile(
       os.path.join(src, 'unet', checkpoints.CONFIG_NAME)):
     src = os.path.join(src, 'unet')  # a pipeline directory (model_index.json + unet/ + scheduler/)
@@ -46,10 +55,15 @@ def to_tf(src, out, global_step=0, with_ema=True, prefix='model'):
   # The hyper-parameters of our unet.model that these weights need, for the record.
   hparams = json.dumps(dict(hp._asdict(), source=os.path.abspath(src), dropout=config.get('dropout', 0.0)), indent=2)
   ckpt = checkpoints.write_tf_checkpoint(str(out), arrays, global_step=global_step, with_ema=with_ema,
-                                         extra_files={'unet_hparams.json': hparams + '\n'})
+                                         extra_files={'unet_hparams.json': hparams + '\n',
+                                                      provenance.PROVENANCE_FILE: json.dumps(record, indent=2) + '\n'})
   n = sum(a.size for a in arrays.values())
   print('wrote {} ({} variables, {:,} parameters{}); U-Net: {}'.format(
     ckpt, len(arrays), n, ', with EMA shadows' if with_ema else '', _hparams_text(hp)))
+  print('source weights: {} ({}); the EMA slots hold {}'.format(
+    record['source_weights'], record['known_from'], record['ema_slots']))
+  if record['source_weights'] == 'non-ema':
+    print(provenance.ema_warning(ckpt))
 
 
 def to_diffusers(ckpt, out, resolution, ema=True, prefix='model'):

@@ -1,5 +1,6 @@
 """The offline demo (`make demo`): train a small DDPM on the embedded handwritten digits on this machine's CPU for a
-few minutes, then sample from its EMA weights and measure its bits/dim. No network, no GPU needed.
+few minutes, then sample from its EMA weights and measure its bits/dim and sample quality (digits-IS and
+digits-FID: the IS and FID code fed by a small digits classifier instead of Inception). No network, no GPU needed.
 
 It runs the same code as the paper's CIFAR-10 script (scripts/run_cifar.py: train, sample, simple_eval) with a
 small configuration: scikit-learn's 8x8 digits (grey, as RGB), a 0.5M-parameter U-Net ('demo': ch 32,
@@ -14,9 +15,11 @@ Outputs, in demo_output/<time>/ (printed at the end):
   data.png                      64 training images, for comparison
   loss.csv, loss.png            the training loss curve
   bpd.npz                       bits/dim of test images: total, per-timestep terms, prior, mse
+  quality/                      digits-IS / digits-FID of quality_samples DDIM-50 samples (run_cifar.py reproduce
+                                --features=digits) and of the held-out real digits: table.md, results.json
   summary.json                  the numbers and paths
 
-  python3 scripts/demo.py [--train_secs=330] [--out_dir=demo_output]
+  python3 scripts/demo.py [--train_secs=330] [--out_dir=demo_output] [--quality_samples=500]
 """
 
 import datetime
@@ -107,7 +110,7 @@ def upscale(img, factor):
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, **overrides):
+def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, quality_samples=500, **overrides):
   """Train, sample, and measure the demo model; see the module docstring. Other flags (e.g. --total_bs=64, --lr)
   change DEMO_CONFIG."""
   unknown = sorted(set(overrides) - set(DEMO_CONFIG))
@@ -119,7 +122,7 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, *
   t_start = time.time()
   import run_cifar  # the paper's CIFAR-10 script; importing it sets up TensorFlow quietly
   from diffusion_tf import utils
-  from diffusion_tf.tpu_utils import datasets
+  from diffusion_tf.tpu_utils import datasets, reproduce as reproduce_lib
 
   run_dir = os.path.abspath(os.path.join(out_dir, datetime.datetime.now().strftime('%Y%m%d-%H%M%S')))
   model_dir = os.path.join(run_dir, 'model')
@@ -127,12 +130,12 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, *
     train_secs, run_dir), flush=True)
 
   # 1. train
-  print('\n== 1/4 training (run_cifar.py train, config {})'.format(
+  print('\n== 1/5 training (run_cifar.py train, config {})'.format(
     ', '.join('{}={}'.format(k, v) for k, v in sorted(config.items()))), flush=True)
   run_cifar.train(exp_name='demo', model_dir=model_dir, max_train_secs=train_secs, **config)
 
   # 2. sample with the EMA weights (the original ancestral sampler, all T steps)
-  print('\n== 2/4 sampling {} images with the EMA weights (run_cifar.py sample)'.format(num_samples), flush=True)
+  print('\n== 2/5 sampling {} images with the EMA weights (run_cifar.py sample)'.format(num_samples), flush=True)
   sample_dir = os.path.join(run_dir, 'sample')
   run_cifar.sample(model_dir=model_dir, out_dir=sample_dir, num_samples=num_samples, batch_size=num_samples)
   samples = np.load(os.path.join(sample_dir, 'samples.npz'))['arr_0']
@@ -143,7 +146,7 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, *
   utils.write_png(os.path.join(run_dir, 'data.png'), upscale(utils.tile_imgs(real), 4))
 
   # 3. loss curve
-  print('\n== 3/4 loss curve', flush=True)
+  print('\n== 3/5 loss curve', flush=True)
   points = read_scalars(model_dir, 'train/loss')
   csv = 'step,loss\n' + ''.join('{},{:.6f}\n'.format(s, v) for s, v in points)
   utils.atomic_write_bytes(os.path.join(run_dir, 'loss.csv'), csv.encode())
@@ -151,7 +154,7 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, *
              title='training loss (eps mse), {} summaries; blue: smoothed'.format(len(points)))
 
   # 4. bits/dim on test images (the variational bound, all T terms)
-  print('\n== 4/4 bits/dim of {} test images (run_cifar.py simple_eval --mode=bpd_eval)'.format(bpd_images),
+  print('\n== 4/5 bits/dim of {} test images (run_cifar.py simple_eval --mode=bpd_eval)'.format(bpd_images),
         flush=True)
   run_cifar.simple_eval(model_dir=model_dir, mode='bpd_eval', total_bs=bpd_images, max_batches=1)
   bpd_file, = glob.glob(os.path.join(model_dir, 'simple_eval', 'bpd', 'bpd_eval_*.npz'))
@@ -159,19 +162,40 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, *
   with np.load(os.path.join(run_dir, 'bpd.npz')) as bpd:
     total_bpd, prior_bpd, step = float(bpd['total_bpd'].mean()), float(bpd['prior_bpd'].mean()), int(bpd['step'])
 
+  # 5. sample quality: the IS / FID code with the digits classifier standing in for Inception
+  print('\n== 5/5 digits-IS and digits-FID of {} DDIM-50 samples and of the held-out real digits '
+        '(run_cifar.py reproduce --features=digits)'.format(quality_samples), flush=True)
+  quality_dir = os.path.join(run_dir, 'quality')
+  model_quality = run_cifar.reproduce(
+    model_dir=model_dir, features='digits', sampler='ddim', num_inference_steps=50, num_samples=quality_samples,
+    batch_size=quality_samples, out_dir=os.path.join(quality_dir, 'ddim50_ema'))
+  real_quality = run_cifar.reproduce(real_split='test', dataset='digits', resolution=config['resolution'],
+                                     features='digits', out_dir=os.path.join(quality_dir, 'real_test'))
+  quality = {name: {k: r['metrics'][k] for k in ('inception_score', 'inception_score_std', 'fid_train', 'fid_test',
+                                                 'num_samples')}
+             for name, r in [('samples_ddim50', model_quality), ('real_test_digits', real_quality)]}
+  utils.atomic_write_bytes(os.path.join(quality_dir, 'table.md'), (
+    reproduce_lib.format_table(model_quality) + reproduce_lib.format_table(real_quality).split('\n', 2)[2]).encode())
+
   summary = dict(
     steps=step, final_loss=points[-1][1] if points else None, test_bits_per_dim=total_bpd,
-    test_prior_bits_per_dim=prior_bpd, num_bpd_images=bpd_images, seconds=round(time.time() - t_start),
-    config=config, model_dir=model_dir)
+    test_prior_bits_per_dim=prior_bpd, num_bpd_images=bpd_images, digits_quality=quality,
+    seconds=round(time.time() - t_start), config=config, model_dir=model_dir)
   utils.atomic_write_bytes(os.path.join(run_dir, 'summary.json'),
                            (json.dumps(summary, indent=2, sort_keys=True) + '\n').encode())
   print('\n== done in {:.0f} s: {} training steps, final loss {:.4f}, test bits/dim {:.3f}'.format(
     time.time() - t_start, step, summary['final_loss'] or float('nan'), total_bpd))
+  q, r = quality['samples_ddim50'], quality['real_test_digits']
+  print('   digits-IS {:.2f} +- {:.2f}, digits-FID {:.2f} (train) / {:.2f} (test) of {} DDIM-50 samples; '
+        'held-out real digits: digits-IS {:.2f}, digits-FID {:.2f} (train)'.format(
+          q['inception_score'], q['inception_score_std'], q['fid_train'], q['fid_test'], q['num_samples'],
+          r['inception_score'], r['fid_train']))
   for name, what in [('samples_x4.png', '64 samples (EMA weights), 4x enlarged'),
                      ('samples.png', 'the same at their native 8x8'),
                      ('data.png', '64 training digits, for comparison'),
                      ('loss.png', 'training loss curve (loss.csv: the numbers)'),
                      ('bpd.npz', 'bits/dim: total_bpd, terms_bpd, prior_bpd, mse'),
+                     ('quality/table.md', 'digits-IS and digits-FID (quality/*/results.json: the details)'),
                      ('summary.json', 'these numbers'),
                      ('model', 'the checkpoints and TensorBoard logs')]:
     print('  {:<70s} {}'.format(os.path.join(run_dir, name), what))

@@ -2,7 +2,8 @@
 T = 1000, linear betas 1e-4..0.02, the simplified eps objective ('noisepred', GaussianDiffusion), batch 64,
 lr 2e-5, no dropout, random flips, EMA 0.9999 (0.5M steps on a TPU v3-8).
 
-Subcommands (python3 scripts/run_celebahq.py SUBCOMMAND --help): train, evaluation, sample (as in run_cifar.py).
+Subcommands (python3 scripts/run_celebahq.py SUBCOMMAND --help): train, evaluation, sample (as in run_cifar.py),
+interpolate (between two images, DDPM fig. 8) and denoising_trajectory (chains x_T -> x_0), as PNG grids.
 
 The paper's run, on a Cloud TPU with the bucket gs://$BUCKET_PREFIX-$REGION (tfds celeb_a_hq/256 in
 tensorflow_datasets/ there):
@@ -28,7 +29,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from diffusion_tf.diffusion_core import step_noise_like  # noqa: E402
 from diffusion_tf.diffusion_utils import GaussianDiffusion, LOSS_TYPES, get_beta_schedule  # noqa: E402
 from diffusion_tf.models import unet  # noqa: E402
-from diffusion_tf.tpu_utils import datasets, tpu_utils  # noqa: E402
+from diffusion_tf.tpu_utils import datasets, editing, tpu_utils  # noqa: E402
 from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
 
 # U-Net configurations by name: the paper's 256x256 model, and a small one for tests.
@@ -96,6 +97,23 @@ class Model(tpu_utils.Model):
     samples, xstartpreds = diffusion._reverse_loop(
       _step, [noise_fn(shape=shape, dtype=tf.float32), tf.zeros([shape[0], num_recorded] + shape[1:])])
     return {'samples': samples, 'progressive_samples': xstartpreds}
+
+  def samples_fn_denoising_trajectory(self, dummy_noise, y, repeat_noise_steps=0):
+    """The whole ancestral chain: {'samples': x_0 [B, H, W, C], 'denoising_trajectory_times': [T + 1] (T-1 .. -1),
+    'denoising_trajectory_images': [T + 1, B, H, W, C] (x_T first)}; the first repeat_noise_steps steps draw one
+    noise for the whole batch."""
+    times, imgs = self.diffusion.p_sample_loop_trajectory(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(),
+      noise_fn=tf.random_normal, repeat_noise_steps=repeat_noise_steps)
+    return {'samples': imgs[-1], 'denoising_trajectory_times': times, 'denoising_trajectory_images': imgs}
+
+  def interpolate_fn(self, dummy_noise, y):
+    """Latent interpolation (GaussianDiffusion.interpolate): placeholders 'x1', 'x2' (images [B, H, W, C] in
+    [-1, 1]), 'lam' (scalar weight), 't' (scalar depth), and the result 'x_interp' [B, H, W, C]."""
+    x1, x2, lam, x_interp, t = self.diffusion.interpolate(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(),
+      noise_fn=tf.random_normal)
+    return {'x1': x1, 'x2': x2, 'lam': lam, 't': t, 'x_interp': x_interp}
 
 
 def _load_model(kwargs, ds):
@@ -194,11 +212,14 @@ def evaluation(
 SCRIPT = script_utils._Script(name='run_celebahq.py', train_fn=train, load_model=_load_model,
                               validate_kwargs=_validate_kwargs)
 sample = script_utils.make_sample_command(SCRIPT)
+interpolate = editing.make_interpolate_command(SCRIPT)
+denoising_trajectory = editing.make_trajectory_command(SCRIPT)
 
 
 def main(argv=None):
-  script_utils.run_cli(script_utils.subcommands(train=train, evaluation=evaluation, sample=sample), argv=argv,
-                       name='run_celebahq.py')
+  script_utils.run_cli(script_utils.subcommands(
+    train=train, evaluation=evaluation, sample=sample, interpolate=interpolate,
+    denoising_trajectory=denoising_trajectory), argv=argv, name='run_celebahq.py')
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ Subcommands (python3 scripts/run_cifar.py SUBCOMMAND --help):
   evaluation   watch a run's checkpoints: EMA samples, image grids, IS and FID against the train and test sets
   simple_eval  bits/dim on the train or test set (bpd_train, bpd_eval), or progressive samples, as .npz
   sample       draw samples from a checkpoint (ddpm / ddim / pndm), PNG grid + .npz or PNGs
+  reproduce    the paper's table from a checkpoint: samples, IS (10 splits), FID train/test (, bits/dim), table + JSON
 
 The paper's run, on a Cloud TPU with the bucket gs://$BUCKET_PREFIX-$REGION (data in tensorflow_datasets/ there):
   python3 scripts/run_cifar.py train --exp_name=cifar --tpu_name=$TPU_NAME --bucket_name_prefix=$BUCKET_PREFIX
@@ -34,7 +35,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule, LOSS_TYPES  # noqa: E402
 from diffusion_tf.diffusion_utils_2 import MODEL_MEAN_TYPES, MODEL_VAR_TYPES  # noqa: E402
 from diffusion_tf.models import unet  # noqa: E402
-from diffusion_tf.tpu_utils import datasets, simple_eval_worker, tpu_utils  # noqa: E402
+from diffusion_tf.tpu_utils import datasets, reproduce as reproduce_lib, simple_eval_worker, tpu_utils  # noqa: E402
 from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
 
 # U-Net configurations by name. 'unet2d16b2' is the paper's; the small ones are for the offline demo and tests.
@@ -233,11 +234,13 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
 SCRIPT = script_utils._Script(name='run_cifar.py', train_fn=train, load_model=_load_model,
                               validate_kwargs=_validate_kwargs)
 sample = script_utils.make_sample_command(SCRIPT)
+reproduce = reproduce_lib.make_reproduce_command(SCRIPT, sample)
 
 
 def main(argv=None):
   script_utils.run_cli(script_utils.subcommands(
-    train=train, evaluation=evaluation, simple_eval=simple_eval, sample=sample), argv=argv, name='run_cifar.py')
+    train=train, evaluation=evaluation, simple_eval=simple_eval, sample=sample, reproduce=reproduce), argv=argv,
+    name='run_cifar.py')
 
 
 if __name__ == '__main__':

@@ -74,3 +74,26 @@ def read_scalars(model_dir):
 def load_npz(path, key='arr_0'):
   with np.load(path) as f:
     return f[key]
+
+
+def write_original_layout(src_ckpt, out_dir, *, global_step, kwargs_json=None):
+  """Rewrite a run's checkpoint in the original release's full training layout, name by name: the live weights,
+  the Adam slots `<name>/Adam`, `<name>/Adam_1`, `beta1_power`, `beta2_power`, the EMA shadows
+  `<name>/ExponentialMovingAverage` and global_step (int64), plus kwargs.json; returns the checkpoint prefix."""
+  import tensorflow.compat.v1 as tf
+  from diffusion_tf import checkpoints
+  reader = tf.train.load_checkpoint(src_ckpt)
+  live = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith('model/') and '/Adam' not in n and
+                not n.endswith('/ExponentialMovingAverage'))
+  rng = np.random.RandomState(0)
+  arrays = {}
+  for name in live:
+    value = reader.get_tensor(name)
+    arrays[name] = value
+    arrays[name + '/ExponentialMovingAverage'] = reader.get_tensor(name + '/ExponentialMovingAverage')
+    arrays[name + '/Adam'] = rng.randn(*value.shape).astype(np.float32) * 1e-3
+    arrays[name + '/Adam_1'] = np.abs(rng.randn(*value.shape)).astype(np.float32) * 1e-6
+  arrays['beta1_power'] = np.float32(0.9 ** global_step)
+  arrays['beta2_power'] = np.float32(0.999 ** global_step)
+  extra = {'kwargs.json': open(kwargs_json).read()} if kwargs_json else None
+  return checkpoints.write_tf_checkpoint(out_dir, arrays, global_step=global_step, with_ema=False, extra_files=extra)

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from .. import provenance
 from .paths import PathError
 
 IMAGE_SIZES = {'cifar10': 32, 'celebahq256': 256, 'lsun': 256, 'digits': 32}
@@ -285,7 +286,7 @@ def make_sample_command(script):
   def sample(model_dir=None, checkpoint=None, out_dir=None, num_samples=64, batch_size=64, sampler='ddpm',
              num_inference_steps=None, eta=0., use_clipped_model_output=False, skip_prk_steps=False, seed=0,
              output_type='npz', ema=True, progressive=False, bucket_name_prefix=None, region=None, num_gpus=None,
-             **overrides):
+             skip_type='uniform', **overrides):
     """Draw samples from a checkpoint (EMA weights by default) and write a PNG grid plus the images.
 
     Outputs in --out_dir (default <model_dir>/samples/<checkpoint>_<sampler>..._seed<seed>_n<num_samples>):
@@ -305,6 +306,8 @@ def make_sample_command(script):
       eta: DDIM noise (0: deterministic; 1 with all steps: ancestral).
       use_clipped_model_output: DDIM: recompute eps from the clipped x_0 prediction.
       skip_prk_steps: PNDM: skip the Runge-Kutta warm-up (pure PLMS).
+      skip_type: ddpm (respaced) / ddim: which timesteps the steps visit: uniform (every T/S) or quad (quadratic
+        spacing, denser near t = 0, as in the DDIM paper's CIFAR-10 table).
       seed: same seed and batch size give the same images.
       output_type: npz (one uint8 .npz) or png (one PNG per sample).
       ema: use the EMA weights (--noema: the raw weights).
@@ -322,6 +325,8 @@ def make_sample_command(script):
     skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
     check_int('seed', seed, minimum=0)
     check_choice('output_type', output_type, OUTPUT_TYPES)
+    from .. import samplers
+    check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
     ema, progressive = check_bool('ema', ema), check_bool('progressive', progressive)
     train_defaults = default_kwargs(script.train_fn)
     unknown = sorted(set(overrides) - set(train_defaults))
@@ -335,8 +340,9 @@ def make_sample_command(script):
       if set_ and sampler != owner:
         raise _usage_error('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
           flag, value, sampler, owner))
-    if progressive and (sampler != 'ddpm' or num_inference_steps is not None):
-      raise _usage_error('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps')
+    if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
+      raise _usage_error('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
+                         '--skip_type')
     if model_dir is None and checkpoint is None:
       raise _usage_error('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
     paths = Paths(bucket_name_prefix, region)
@@ -356,10 +362,9 @@ def make_sample_command(script):
     if num_inference_steps is not None and num_inference_steps > T:
       raise _usage_error('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
         num_inference_steps, T))
-    from .. import samplers
     resolved_steps = samplers.resolve_sampler_options(  # raises ValueError on a bad combination
       T, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-      use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps)
+      use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
     if sampler != 'ddpm':
       num_inference_steps = resolved_steps
     ds_info = DatasetInfo(image_size_of(kwargs))
@@ -369,6 +374,7 @@ def make_sample_command(script):
     eta_tag = '_eta{:g}'.format(eta) if sampler == 'ddim' else ''
     eta_tag += '_clipped' if use_clipped_model_output else ''
     eta_tag += '_noprk' if skip_prk_steps else ''
+    eta_tag += '_' + skip_type if skip_type != 'uniform' else ''
     if out_dir is None:
       base = model_dir or os.path.dirname(ckpt)
       out_dir = os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}'.format(
@@ -376,9 +382,11 @@ def make_sample_command(script):
         '_progressive' if progressive else ''))
     settings = dict(checkpoint=ckpt, step=step, kwargs_json=kwargs_path, ema=ema, sampler=sampler,
                     num_inference_steps=num_inference_steps, eta=eta,
-                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, seed=seed,
-                    batch_size=batch_size,
-                    num_samples=num_samples, progressive=progressive, overrides=overrides)
+                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+                    skip_type=skip_type, seed=seed, batch_size=batch_size,
+                    num_samples=num_samples, progressive=progressive, overrides=overrides,
+                    dataset=kwargs.get('dataset'), image_size=ds_info.image_size,
+                    provenance=provenance.read_provenance(ckpt))
     final_files = (['progressive.png', 'progressive.npz'] if progressive else
                    ['grid.png', 'samples.npz' if output_type == 'npz' else 'images'])
     final_files.append('info.json')
@@ -400,7 +408,8 @@ def make_sample_command(script):
     else:
       _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings, dist,
                     output_type=output_type, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps)
+                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+                    skip_type=skip_type)
 
   sample.__doc__ = sample.__doc__.replace('this script', script.name)
   return sample
@@ -416,7 +425,8 @@ def _open_session(dist, ckpt, ema):
 
 
 def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings, dist, *,
-                  output_type, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps):
+                  output_type, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps,
+                  skip_type='uniform'):
   import tensorflow.compat.v1 as tf
   from tqdm import tqdm
   from .. import utils
@@ -442,7 +452,7 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
     print('resuming: {} of {} batches already done in {}'.format(num_batches - len(todo), num_batches, shard_dir))
 
   if todo:
-    use_original = sampler == 'ddpm' and num_inference_steps is None
+    use_original = sampler == 'ddpm' and num_inference_steps is None and skip_type == 'uniform'
     with tf.Graph().as_default():
       model = script.load_model(kwargs, ds_info)
       if use_original:
@@ -450,7 +460,7 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
       else:
         sample_fn = lambda dummy, y, noise_fn: model.sampler_samples_fn(
           dummy, y, noise_fn=noise_fn, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-          use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps)
+          use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
       outputs, noises = build_seeded_samples(dist, batch_size, ds_info.image_shape, sample_fn)
       with _open_session(dist, ckpt, ema) as sess:
         for b in tqdm(todo, desc='batches', unit='batch', file=sys.stdout, dynamic_ncols=True):

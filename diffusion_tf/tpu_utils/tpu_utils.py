@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import re
+import sys
 import time
 
 import numpy as np
@@ -27,7 +28,7 @@ from tensorflow.python.tpu import tpu_function
 from tensorflow.python.tpu.ops import tpu_ops
 
 from .. import inception
-from .. import utils
+from .. import provenance, utils
 from . import checkpoint_recovery, classifier_metrics_numpy, preemption, run_lock, tpu_summaries
 from .paths import is_url
 
@@ -134,12 +135,13 @@ class Model:
     return None
 
   def sampler_samples_fn(self, dummy_noise, y, *, sampler, num_inference_steps=None, eta=0.,
-                         use_clipped_model_output=False, skip_prk_steps=False, noise_fn=tf.random_normal):
+                         use_clipped_model_output=False, skip_prk_steps=False, noise_fn=tf.random_normal,
+                         skip_type='uniform'):
     """{'samples': ...} from one of the samplers of diffusion_tf/samplers.py (ddpm (respaced), ddim, pndm)."""
     return {'samples': self.diffusion.sample_loop(
       functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(), sampler=sampler,
       num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output,
-      skip_prk_steps=skip_prk_steps, noise_fn=noise_fn)}
+      skip_prk_steps=skip_prk_steps, noise_fn=noise_fn, skip_type=skip_type)}
 
 
 def make_ema(global_step, ema_decay, trainable_variables):
@@ -236,7 +238,8 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
   """Restore the variables of the current graph (default: all global variables) from `ckpt`.
 
   With `ema`, each variable `v` is loaded from the checkpoint's EMA shadow `v/ExponentialMovingAverage` (what
-  utils.ema_scope reads during training); variables without a shadow (global_step) are loaded as they are.
+  utils.ema_scope reads during training); variables without a shadow (global_step) are loaded as they are. EMA
+  slots that a converted checkpoint's provenance.json marks as copies of non-EMA weights get one warning line.
   """
   var_list = tf.global_variables() if var_list is None else var_list
   trainable = set(tf.trainable_variables())
@@ -262,6 +265,9 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
       ckpt, len(missing), missing[0], ' (use --noema to load the raw weights)' if ema and
       missing[0].endswith(EMA_SUFFIX) else '; expected a checkpoint of the same model configuration'))
   tf.train.Saver(var_list=name_map).restore(sess, ckpt)
+  warning = provenance.ema_warning(ckpt) if ema else None
+  if warning:
+    print(warning, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------------------------
