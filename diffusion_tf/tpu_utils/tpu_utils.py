@@ -22,7 +22,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import utils
+from .. import compat, utils
 from . import tpu_summaries
 
 EMA_SUFFIX = '/ExponentialMovingAverage'
@@ -295,7 +295,7 @@ def choose_distribution(*, tpu_name=None, zone=None, project=None, num_gpus=None
     if not isinstance(num_cpu_replicas, int) or num_cpu_replicas < 1:
       raise UsageError('num_cpu_replicas={!r}; expected a positive integer'.format(num_cpu_replicas))
     if num_cpu_replicas > 1:
-      config = tf.ConfigProto(allow_soft_placement=True, device_count={'CPU': num_cpu_replicas, 'GPU': 0})
+      config = compat.cpu_devices_session_config(num_cpu_replicas)
       return Distribution('mirrored', num_cpu_replicas, devices=['/cpu:{}'.format(i) for i in range(num_cpu_replicas)],
                           session_config=config)
   available = _count_local_gpus()
