@@ -1,7 +1,7 @@
 """The two stacks (TF 1.15 / Python 3.7 and TF 2.15 / Python 3.11) compute the same numbers and share checkpoints.
 
 The stored numbers were made on TF 1.15 (tests/data/make_stack_numbers.py); this test checks them on whichever stack
-runs it. The checkpoint tests train on one stack and resume on the other, in both directions, with the other stack's
+runs it. The checkpoint test trains on one stack and resumes on the other, in both directions, with the other stack's
 venv in a subprocess (skipped, saying why, when that venv is not installed; CI installs both).
 """
 
@@ -54,27 +54,26 @@ def _train(python, model_dir, max_steps):
   return out
 
 
-def _check_resumed(model_dir, out):
-  """The second run restored step 2 (weights, Adam state, EMA) and took one step from there."""
-  assert 'resuming from' in out and '(step 2)' in out, out
-  assert checkpoint_steps(model_dir)[-2:] == [2, 3]
-  at2 = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-2'))
-  at3 = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-3'))
-  assert at2.get_variable_to_shape_map() == at3.get_variable_to_shape_map()
-  # Adam's beta1_power is 0.9^(updates + 1): 3 after step 3 means the optimizer state was restored, not re-made.
-  np.testing.assert_allclose(at3.get_tensor('beta1_power'), 0.9 ** 4, rtol=1e-6)
+def _check_resumed(model_dir, out, step):
+  """The run that printed `out` restored checkpoint `step` - 1 (weights, Adam state, EMA) and took one step."""
+  assert 'resuming from' in out and '(step {})'.format(step - 1) in out, out
+  assert checkpoint_steps(model_dir)[-2:] == [step - 1, step]
+  before = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-{}'.format(step - 1)))
+  after = tf.train.load_checkpoint(os.path.join(model_dir, 'model.ckpt-{}'.format(step)))
+  assert before.get_variable_to_shape_map() == after.get_variable_to_shape_map()
+  # Adam's beta1_power is 0.9^(updates + 1): the optimizer state was restored, not made anew.
+  np.testing.assert_allclose(after.get_tensor('beta1_power'), 0.9 ** (step + 1), rtol=1e-6)
   # One Adam step at lr 2e-4 moves each weight by at most ~2e-4; a fresh initialisation would move it by ~0.1.
   for name in ['model/conv_in/W', 'model/conv_in/W/ExponentialMovingAverage']:
-    moved = np.abs(at3.get_tensor(name) - at2.get_tensor(name)).max()
+    moved = np.abs(after.get_tensor(name) - before.get_tensor(name)).max()
     assert moved < 3e-4, (name, moved)
-  assert np.abs(at3.get_tensor('model/conv_in/W') - at2.get_tensor('model/conv_in/W')).max() > 0
+  assert np.abs(after.get_tensor('model/conv_in/W') - before.get_tensor('model/conv_in/W')).max() > 0
 
 
-@pytest.mark.parametrize('direction', ['this_to_other', 'other_to_this'])
-def test_training_checkpoint_resumes_on_the_other_stack(tmp_path, other_python, direction):
-  first, second = (PYTHON, other_python) if direction == 'this_to_other' else (other_python, PYTHON)
+def test_training_checkpoints_resume_across_stacks_in_both_directions(tmp_path, other_python):
+  """Train 2 steps on this stack, resume for step 3 on the other, then for step 4 back on this one."""
   model_dir = str(tmp_path / 'run')
-  _train(first, model_dir, max_steps=2)
+  _train(PYTHON, model_dir, max_steps=2)
   assert checkpoint_steps(model_dir)[-1] == 2
-  _check_resumed(model_dir, _train(second, model_dir, max_steps=3))
-
+  _check_resumed(model_dir, _train(other_python, model_dir, max_steps=3), step=3)
+  _check_resumed(model_dir, _train(PYTHON, model_dir, max_steps=4), step=4)
