@@ -1,7 +1,40 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-PYENV_PY := $(shell pyenv root 2>/dev/null)/versions/3.7.16/bin/python3.7
-PYTHON37 ?= $(shell if [ -x "$(PYENV_PY)" ]; then echo "$(PYENV_PY)"; else command -v python3.7 || echo python3.7; fi)
-VENV := .venv
+# Two stacks, one code base (README, "Which stack"): STACK=tf1 is TensorFlow 1.15 on Python 3.7 in .venv (the
+# original's stack, the default wherever Python 3.7 is found); STACK=tf2 is TensorFlow 2.15 on Python 3.11 in
+# .venv-tf2 (current CPUs, CUDA 12 GPUs, TPU VMs). Without Python 3.7, plain `make` uses tf2 and says so.
+PYENV_ROOT_DIR := $(shell pyenv root 2>/dev/null)
+PYENV_PY37 := $(PYENV_ROOT_DIR)/versions/3.7.16/bin/python3.7
+PYENV_PY311 := $(PYENV_ROOT_DIR)/versions/3.11.7/bin/python3.11
+PYTHON37 ?= $(shell if [ -x "$(PYENV_PY37)" ]; then echo "$(PYENV_PY37)"; else command -v python3.7 || echo python3.7; fi)
+PYTHON311 ?= $(shell if [ -x "$(PYENV_PY311)" ]; then echo "$(PYENV_PY311)"; else command -v python3.11 || echo python3.11; fi)
+
+ifeq ($(origin STACK),undefined)
+  ifeq ($(shell [ -x "$(PYTHON37)" ] || command -v "$(PYTHON37)" >/dev/null 2>&1 && echo yes),yes)
+    STACK := tf1
+  else
+    STACK := tf2
+    $(info Python 3.7 not found: using the TF 2.15 / Python 3.11 stack (.venv-tf2); STACK=tf1 PYTHON37=/path/to/python3.7 for TF 1.15)
+  endif
+endif
+
+ifeq ($(STACK),tf1)
+  VENV := .venv
+  REQUIREMENTS := requirements.txt
+  BASE_PYTHON := $(PYTHON37)
+  BASE_NAME := Python 3.7
+  BASE_HINT := TF 1.15 needs it (pyenv install 3.7.16, or PYTHON37=/path/to/python3.7)
+  PIP_PINS := 'pip<24' 'setuptools<68' wheel
+else ifeq ($(STACK),tf2)
+  VENV := .venv-tf2
+  REQUIREMENTS := requirements-tf2.txt
+  BASE_PYTHON := $(PYTHON311)
+  BASE_NAME := Python 3.11
+  BASE_HINT := TF 2.15 needs it (pyenv install 3.11.7, or PYTHON311=/path/to/python3.11)
+  PIP_PINS := 'pip==23.3.2' 'setuptools==69.0.3' 'wheel==0.42.0'
+else
+  $(error STACK=$(STACK); expected tf1 (TensorFlow 1.15, Python 3.7) or tf2 (TensorFlow 2.15, Python 3.11))
+endif
+
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -9,11 +42,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
-	@test -x "$(PYTHON37)" || { echo "error: Python 3.7 not found at '$(PYTHON37)'; TF 1.15 needs it (pyenv install 3.7.16, or PYTHON37=/path/to/python3.7)" >&2; exit 1; }
-	$(PYTHON37) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade 'pip<24' 'setuptools<68' wheel
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+$(STAMP): $(REQUIREMENTS) setup.py
+	@command -v "$(BASE_PYTHON)" >/dev/null 2>&1 || { echo "error: $(BASE_NAME) not found at '$(BASE_PYTHON)'; $(BASE_HINT)" >&2; exit 1; }
+	$(BASE_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade $(PIP_PINS)
+	$(PY) -m pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -24,13 +57,13 @@ demo: install
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf .venv .venv-tf2 build *.egg-info
 
 # Speed against PyTorch diffusers (docs/benchmarks.md); never part of `make test`. Creates .venv-peer (torch +
-# diffusers), benchmarks/.venv-tf2 (the library on TF 2.11 with oneDNN) and benchmarks/.venv-mkl (intel-tensorflow
-# 1.15), waits for a quiet machine, writes benchmarks/results/. BENCH_ARGS=--quick for a smoke run of a few minutes.
-bench: install
+# diffusers), .venv-tf2 (the library on TF 2.15, `make install STACK=tf2`) beside .venv (TF 1.15), waits for a quiet
+# machine, writes benchmarks/results/. BENCH_ARGS=--quick for a smoke run of a few minutes.
+bench:
+	$(MAKE) install STACK=tf2
+	$(MAKE) install STACK=tf1
 	bash tools/make_peer_venv.sh
-	PYTHON37="$(PYTHON37)" bash benchmarks/make_tf2_venv.sh
-	PYTHON37="$(PYTHON37)" bash benchmarks/make_mkl_venv.sh
-	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	.venv-tf2/bin/python benchmarks/bench.py $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""Benchmark driver: diffusion_tf (ours, TF 1.15) against PyTorch diffusers (the peer) on the same DDPM work.
+"""Benchmark driver: diffusion_tf (ours, TF 2.15 and TF 1.15) against PyTorch diffusers (the peer) on the same DDPM work.
 
 Each case (a forward pass, a training step or a sampling run) starts one worker process per framework
 configuration, each with its own Python (worker_tf.py under a TF venv, worker_torch.py under .venv-peer). The workers
@@ -46,8 +46,9 @@ CONFIGS = {
   'tf-stock': dict(python=os.path.join(ROOT, '.venv', 'bin', 'python'), worker='worker_tf.py', tf={}),
   'tf-mkl': dict(python=os.path.join(HERE, '.venv-mkl', 'bin', 'python'), worker='worker_tf.py', tf={},
                  env=_mkl_env),
-  # the same library graph on TF 2.11 (tf.compat.v1), whose convolutions and matmuls run on oneDNN
-  'tf2': dict(python=os.path.join(HERE, '.venv-tf2', 'bin', 'python'), worker='worker_tf.py', tf={},
+  # the project's TF 2.15 stack (`make install STACK=tf2`): the same library graph through tf.compat.v1, whose
+  # convolutions and matmuls run on oneDNN
+  'tf2': dict(python=os.path.join(ROOT, '.venv-tf2', 'bin', 'python'), worker='worker_tf.py', tf={},
               env=lambda threads: {'TF_ENABLE_ONEDNN_OPTS': '1', 'TF_CPP_MIN_LOG_LEVEL': '2'}),
   'peer': dict(python=PEER_PY, worker='worker_torch.py'),
 }

@@ -1,6 +1,6 @@
 """Ours: diffusion_tf's U-Net, training step and samplers in a TF 1.15 graph, run by the same work as
 worker_torch.py. Started by bench.py under the Python of the TF venv being measured (the project's .venv with the
-stock tensorflow wheel, benchmarks/.venv-mkl with intel-tensorflow, or benchmarks/.venv-tf2 with TF 2.11 and oneDNN);
+stock tensorflow wheel, benchmarks/.venv-mkl with intel-tensorflow, or .venv-tf2 with TF 2.15 and oneDNN);
 speaks the line protocol of common.py.
 
 Session options (the case's "tf" dict): intra / inter op threads, XLA auto-clustering ("xla": true), and "variant":

@@ -192,9 +192,11 @@ def preprocess_images(images):
 
 
 def preprocess_pixels(pixels):
-  """tfgan.eval.preprocess_image: float pixels [B, H, W, 3] in [0, 255] -> [B, 299, 299, 3] in [-1, 1]."""
-  import tensorflow_gan as tfgan  # imported here: tensorflow_gan logs deprecation warnings when imported
-  out = tfgan.eval.preprocess_image(pixels, height=INCEPTION_IMAGE_SIZE, width=INCEPTION_IMAGE_SIZE)
+  """tfgan.eval.preprocess_image of the TF-GAN the original used (0.0.0.dev0; TF-GAN 2 dropped it): float pixels
+  [B, H, W, 3] in [0, 255] -> [B, 299, 299, 3] in [-1, 1], the v1 bilinear resize (no half-pixel centres)."""
+  with tf.name_scope('preprocess'):
+    resized = tf.image.resize_bilinear(pixels, [INCEPTION_IMAGE_SIZE, INCEPTION_IMAGE_SIZE])
+    out = (resized - 128.0) / 128.0
   assert out.shape.as_list()[1:] == [INCEPTION_IMAGE_SIZE, INCEPTION_IMAGE_SIZE, 3]
   return out
 

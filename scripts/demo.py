@@ -199,8 +199,8 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
                      ('summary.json', 'these numbers'),
                      ('model', 'the checkpoints and TensorBoard logs')]:
     print('  {:<70s} {}'.format(os.path.join(run_dir, name), what))
-  print('DDIM, 50 steps, from this model:\n  .venv/bin/python scripts/run_cifar.py sample --model_dir={} '
-        '--sampler=ddim --num_inference_steps=50 --num_samples=64'.format(model_dir))
+  print('DDIM, 50 steps, from this model:\n  {} scripts/run_cifar.py sample --model_dir={} '
+        '--sampler=ddim --num_inference_steps=50 --num_samples=64'.format(os.path.relpath(sys.executable), model_dir))
 
 
 if __name__ == '__main__':

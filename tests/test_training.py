@@ -107,7 +107,7 @@ def _scalar_events(log_dir):
 def test_tpu_host_call_reduces_per_core_values_and_writes_every_n_steps(tmp_path):
   """The host side of TPU summaries: values arrive as [num_cores] (here 2 cores); the host writes their mean every
   save_summary_steps steps."""
-  from tensorflow.python.ops import summary_ops_v2
+  from tensorflow.python.ops import gen_summary_ops, summary_ops_v2
   with tf.Graph().as_default():
     global_step = tf.train.get_or_create_global_step()
     summ = tpu_summaries.TpuSummaries(str(tmp_path), save_summary_steps=2)
@@ -124,7 +124,7 @@ def test_tpu_host_call_reduces_per_core_values_and_writes_every_n_steps(tmp_path
       for _ in range(5):
         sess.run(ops)
         sess.run(global_step.assign_add(1))
-      sess.run(summary_ops_v2.flush(writer=summary_ops_v2.summary_writer_initializer_op()[0].inputs[0]))
+      sess.run(gen_summary_ops.flush_summary_writer(summary_ops_v2.summary_writer_initializer_op()[0].inputs[0]))
   events = _scalar_events(str(tmp_path))
   assert events['train/loss'] == {0: 1.5, 2: 1.5, 4: 1.5}
   assert events['train/lr'] == {0: 0.5, 2: 0.5, 4: 0.5}

@@ -10,6 +10,7 @@ import tensorflow.compat.v1 as tf
 from diffusion_tf import nn, utils
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule
 from diffusion_tf.models import unet
+from helpers_stacks import reference_group_norm
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
 
@@ -125,7 +126,7 @@ def test_layers_compute_affine_maps_with_hwio_and_in_out_layouts():
 
 def test_group_norm_matches_numpy_and_contrib():
   """Forward values against the group norm formula in numpy, and values and gradients (x, gamma, beta) against
-  tf.contrib.layers.group_norm, which the original called."""
+  tf.contrib.layers.group_norm, which the original called (TF 1.15; Keras' GroupNormalization on TF 2.15)."""
   rng = np.random.RandomState(1)
   x = (3 * rng.randn(2, 4, 4, 64) + 1).astype(np.float32)
   gamma = rng.randn(64).astype(np.float32)
@@ -133,16 +134,15 @@ def test_group_norm_matches_numpy_and_contrib():
   r = rng.randn(*x.shape).astype(np.float32)  # d(sum(out * r))/d(.) probes every gradient entry
 
   def build():
-    import tensorflow as tf_full  # tf.contrib, only to compare with what the original called
     outs = []
-    for impl in ['ours', 'contrib']:
+    for impl in ['ours', 'reference']:
       x_t = tf.constant(x)
-      init = dict(gamma=tf.constant_initializer(gamma), beta=tf.constant_initializer(beta))
       if impl == 'ours':
-        out = unet.group_norm(x_t, name='gn', gamma_initializer=init['gamma'], beta_initializer=init['beta'])
+        out = unet.group_norm(x_t, name='gn', gamma_initializer=tf.constant_initializer(gamma),
+                              beta_initializer=tf.constant_initializer(beta))
+        params = [v for v in tf.global_variables() if v.op.name.startswith('gn/')]
       else:
-        out = tf_full.contrib.layers.group_norm(x_t, scope='contrib', param_initializers=init)
-      params = [v for v in tf.global_variables() if v.op.name.startswith('gn/' if impl == 'ours' else 'contrib/')]
+        out, params = reference_group_norm(x_t, gamma, beta, scope='reference')
       assert [v.op.name.split('/')[-1] for v in params] == ['beta', 'gamma']
       outs.append([out] + tf.gradients(tf.reduce_sum(out * r), [x_t] + params))
     return outs

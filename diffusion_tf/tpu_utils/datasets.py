@@ -14,7 +14,8 @@ tf.data.Dataset of {'image': int32 [B, H, W, 3] in {0..255}, 'label': int32 [B] 
 drop_remainder=True (static shapes, as TPUs need) and prefetched. The model scales images itself (x / 127.5 - 1).
 
 Datasets:
-  cifar10      tfds cifar10:3.0.0, 50000 train / 10000 test, 32x32.
+  cifar10      tfds cifar10:3.0.0 (tfds 2.1, TF 1.15) or 3.0.2 (tfds 4.9, TF 2.15: the same images, in the same
+               order), 50000 train / 10000 test, 32x32.
   celebahq256  tfds celeb_a_hq/256:2.0.0, 30000 train, no test split, 256x256. tfds cannot download it: put
                data256x256.tar (a tar of 256x256 PNGs, made with the progressive_growing_of_gans tools) at
                <tfds_data_dir>/downloads/manual/celeb_a_hq/data256x256.tar.
@@ -42,8 +43,9 @@ import re
 import numpy as np
 import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.download import checksums as tfds_checksums
 from tensorflow_datasets.core.download import resource as tfds_resource
+
+from .. import compat
 
 DATASET_NAMES = ('cifar10', 'celebahq256', 'lsun', 'digits')
 
@@ -150,12 +152,18 @@ _TfdsSpec = collections.namedtuple('_TfdsSpec', [
 
 _TFDS_SPECS = {
   'cifar10': _TfdsSpec(
-    tfds_name='cifar10:3.0.0', builder_dir='cifar10/3.0.0', image_size=32, eval_split='test',
-    url='https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz', manual_file=None),
+    tfds_name='cifar10:' + compat.tfds_version('cifar10'), builder_dir='cifar10/' + compat.tfds_version('cifar10'),
+    image_size=32, eval_split='test', url='https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz', manual_file=None),
   'celebahq256': _TfdsSpec(
-    tfds_name='celeb_a_hq/256:2.0.0', builder_dir='celeb_a_hq/256/2.0.0', image_size=256, eval_split=None,
+    tfds_name='celeb_a_hq/256:' + compat.tfds_version('celeb_a_hq/256'),
+    builder_dir='celeb_a_hq/256/' + compat.tfds_version('celeb_a_hq/256'), image_size=256, eval_split=None,
     url=None, manual_file='celeb_a_hq/data256x256.tar'),
 }
+
+
+def _tfds_dataset_name(spec):
+  """'celeb_a_hq/256:2.0.0' -> 'celeb_a_hq' (the builder's name, without config and version)."""
+  return spec.tfds_name.split(':')[0].split('/')[0]
 
 
 def _resolve_tfds_data_dir(tfds_data_dir):
@@ -178,20 +186,22 @@ def tfds_source_path(name, tfds_data_dir=None):
   """Where tfds looks for the source data of `name` before it would download anything.
 
   Downloaded archives are cached as <data_dir>/downloads/<sanitized url><base64 sha256>.<ext> next to a JSON
-  `.INFO` file; tfds 2.1.0 reuses such a file without downloading (and without re-checking its checksum) when both
-  exist. Manual datasets are read from <data_dir>/downloads/manual/<dataset>/<file>.
+  `.INFO` file; tfds (2.1 and 4.9) reuses such a file without downloading (and without re-checking its checksum)
+  when both exist. Manual datasets are read from <data_dir>/downloads/manual/<dataset>/<file>.
   """
   spec = _tfds_spec(name)
   downloads = os.path.join(_resolve_tfds_data_dir(tfds_data_dir), 'downloads')
   if spec.url is None:
     return os.path.join(downloads, 'manual', spec.manual_file)
-  _, sha256 = tfds_checksums.get_all_sizes_checksums()[spec.url]
+  _, sha256 = compat.tfds_url_size_sha256(_tfds_dataset_name(spec), spec.url)
   return os.path.join(downloads, tfds_resource.get_dl_fname(spec.url, sha256))
 
 
-def _tfds_info_file_contents(url, original_fname, dataset_name):
-  """The `.INFO` JSON tfds writes next to a downloaded file (core/download/resource.py, write_info_file)."""
-  return json.dumps(dict(urls=[url], dataset_names=[dataset_name], original_fname=original_fname), sort_keys=True)
+def _tfds_info_file_contents(name):
+  """The `.INFO` JSON tfds writes next to the downloaded source of dataset `name` (a key of _TFDS_SPECS)."""
+  spec = _tfds_spec(name)
+  size, sha256 = compat.tfds_url_size_sha256(_tfds_dataset_name(spec), spec.url)
+  return json.dumps(compat.tfds_info_file(_tfds_dataset_name(spec), spec.url, size, sha256), sort_keys=True)
 
 
 def place_tfds_download(name, archive_path, *, tfds_data_dir=None):
@@ -206,7 +216,7 @@ def place_tfds_download(name, archive_path, *, tfds_data_dir=None):
       archive_path, spec.url or spec.manual_file))
   dst = tfds_source_path(name, tfds_data_dir)
   if spec.url is not None:
-    size, sha256 = tfds_checksums.get_all_sizes_checksums()[spec.url]
+    size, sha256 = compat.tfds_url_size_sha256(_tfds_dataset_name(spec), spec.url)
     digest = hashlib.sha256()
     with tf.io.gfile.GFile(archive_path, 'rb') as f:
       for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -219,7 +229,7 @@ def place_tfds_download(name, archive_path, *, tfds_data_dir=None):
   tf.io.gfile.copy(archive_path, dst + '.incomplete', overwrite=True)
   tf.io.gfile.rename(dst + '.incomplete', dst, overwrite=True)
   if spec.url is not None:
-    info = _tfds_info_file_contents(spec.url, os.path.basename(spec.url), spec.tfds_name.split(':')[0])
+    info = _tfds_info_file_contents(name)
     with tf.io.gfile.GFile(dst + '.INFO.incomplete', 'w') as f:
       f.write(info)
     tf.io.gfile.rename(dst + '.INFO.incomplete', dst + '.INFO', overwrite=True)
@@ -244,7 +254,8 @@ def _without_gcs_metadata():
 
 def _prepare_tfds_offline(spec, data_dir):
   tf.logging.info('Preparing %s in %s from %s (offline)', spec.tfds_name, data_dir, data_dir + '/downloads')
-  config = tfds.download.DownloadConfig(
+  config = compat.tfds_download_config(
+    os.path.join(data_dir, 'downloads', 'manual'), _tfds_dataset_name(spec),
     try_download_gcs=False,  # would fetch the prepared files over HTTP
     compute_stats=tfds.download.ComputeStatsMode.SKIP)  # split sizes come from the shard lengths
   with tf.Graph().as_default(), _without_gcs_metadata():  # tfds builds ops: keep them out of the caller's graph

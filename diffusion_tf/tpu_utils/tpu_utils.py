@@ -28,7 +28,7 @@ from tensorflow.python.tpu import tpu_function
 from tensorflow.python.tpu.ops import tpu_ops
 
 from .. import inception
-from .. import provenance, utils
+from .. import compat, provenance, utils
 from . import checkpoint_recovery, classifier_metrics_numpy, preemption, run_lock, tpu_summaries
 from .paths import is_url
 
@@ -391,7 +391,7 @@ def choose_distribution(*, tpu_name=None, zone=None, project=None, num_gpus=None
     if not isinstance(num_cpu_replicas, int) or num_cpu_replicas < 1:
       raise UsageError('num_cpu_replicas={!r}; expected a positive integer'.format(num_cpu_replicas))
     if num_cpu_replicas > 1:
-      config = tf.ConfigProto(allow_soft_placement=True, device_count={'CPU': num_cpu_replicas, 'GPU': 0})
+      config = compat.cpu_devices_session_config(num_cpu_replicas)
       return Distribution('mirrored', num_cpu_replicas, devices=['/cpu:{}'.format(i) for i in range(num_cpu_replicas)],
                           session_config=config)
   available = _count_local_gpus()
