@@ -555,6 +555,14 @@ def _train_on_cluster(estimator, input_fn, max_steps, hooks, cluster, timeout_se
       type(e).__name__, e.message.strip().splitlines()[0] if e.message.strip() else ''))) from None
 
 
+def make_tpu_config(iterations_per_loop):
+  """The TPUEstimator's TPUConfig: the original's per-host input (PER_HOST_V2). train_input_fn runs once on every
+  host of the TPU system (each of the 4 hosts of a v3-32 pod slice), reads that host's shard of the data
+  (datasets.input_pipeline) and yields per-core batches for the host's 8 cores."""
+  return tf.estimator.tpu.TPUConfig(iterations_per_loop=iterations_per_loop,
+                                    per_host_input_for_training=tf.estimator.tpu.InputPipelineConfig.PER_HOST_V2)
+
+
 def make_model_dir(log_dir, exp_name, date_str=None):
   """{log_dir}/{date_str}/{exp_name} as in the original (date_str defaults to today, YYYY-MM-DD)."""
   import datetime
@@ -692,11 +700,7 @@ def run_training(
     estimator = tf.estimator.tpu.TPUEstimator(
       model_fn=model_fn, use_tpu=use_tpu, train_batch_size=total_bs,
       config=tf.estimator.tpu.RunConfig(
-        cluster=dist.resolver, tpu_config=tf.estimator.tpu.TPUConfig(
-          iterations_per_loop=iterations_per_loop,
-          # the original's input deployment: train_input_fn runs once on every host of the TPU system (all hosts of
-          # a pod slice), reads that host's shard of the data and yields per-core batches for the host's cores
-          per_host_input_for_training=tf.estimator.tpu.InputPipelineConfig.PER_HOST_V2),
+        cluster=dist.resolver, tpu_config=make_tpu_config(iterations_per_loop),
         **tf_config_kwargs),
       warm_start_from=warm_start_from)
     input_fn = train_input_fn
