@@ -148,8 +148,10 @@ def train(
   The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
   --bucket_name_prefix, log_dir and tfds_data_dir are inside gs://{bucket_name_prefix}-{region}. An existing run
   directory is resumed from its latest checkpoint. --tpu_name trains on that Cloud TPU, otherwise on this machine's
-  GPUs (all visible, or --num_gpus) or CPU. Checkpoints every --save_checkpoints_steps steps or
-  --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max; --max_steps bounds the run.
+  GPUs (all visible, or --num_gpus) or CPU; with a cluster in $TF_CONFIG, on all its workers, each running this
+  same command (docs/distributed.md; --worker_timeout_secs bounds the wait for a lost worker). Checkpoints every
+  --save_checkpoints_steps steps or --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max;
+  --max_steps bounds the run.
   model_name: unet2d16b2 (the paper's), demo or tiny (small configs); dataset: cifar10 or digits (offline).
   """
   kwargs = dict(locals())

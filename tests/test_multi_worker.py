@@ -106,6 +106,7 @@ def test_workers_train_together_and_only_the_chief_writes_the_run(cluster_run):
     assert not error_lines(err), err
     assert 'worker {} of 2 workers{}'.format(i, ' (chief)' if i == 0 else '') in out
     assert 'global batch 4, per replica 2' in out  # replicas of both workers share the global batch
+    assert 'input pipeline {} of 2'.format(i) in out  # each worker reads its own shard of the data
     steps.append(STEP_RE.findall(out))
   assert [int(s) for s, _ in steps[0]] == [1, 2, 3, 4]
   assert steps[0] == steps[1]  # the same steps with the same (global) loss on both workers

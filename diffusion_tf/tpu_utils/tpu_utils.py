@@ -2,7 +2,8 @@
 
   run_training(...)  trains a `Model` with a TPUEstimator: on TPU cores when `tpu` names a TPU, otherwise with
                      use_tpu=False on this machine (one CPU or GPU), or with an Estimator and a MirroredStrategy
-                     when several GPUs are used. Adam (or RMSProp) with a linear warm-up and gradient clipping, an
+                     when several GPUs are used (a MultiWorkerMirroredStrategy over the machines of a cluster that
+                     the TF_CONFIG environment variable describes). Adam (or RMSProp) with a linear warm-up and gradient clipping, an
                      EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
                      and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
                      the run with an error naming the step, without updating the weights.
@@ -695,6 +696,8 @@ def run_training(
 
     def input_fn(params, input_context=None):
       # per replica batches; on a cluster each worker's pipeline reads its own shard of the data (see datasets.py)
+      if dist.kind == 'multi_worker':
+        printer('input pipeline {} of {}'.format(input_context.input_pipeline_id, input_context.num_input_pipelines))
       return train_input_fn(dict(params or {}, batch_size=local_bs, context=input_context))
   else:
     estimator = tf.estimator.tpu.TPUEstimator(
