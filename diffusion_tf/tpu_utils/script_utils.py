@@ -536,10 +536,10 @@ def check_train_flags(kwargs):
   check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
   check_int('warmup', kwargs['warmup'], minimum=0)
   check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
-  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps']:
-    check_int(name, kwargs[name])
-  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs',
+  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps',
                'worker_timeout_secs']:
+    check_int(name, kwargs[name])
+  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
     check_int(name, kwargs[name], allow_none=True)
   if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
     raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')

@@ -603,9 +603,12 @@ def run_training(
                       ('save_checkpoints_secs', save_checkpoints_secs), ('keep_checkpoint_max', keep_checkpoint_max),
                       ('iterations_per_loop', iterations_per_loop), ('max_steps', max_steps),
                       ('save_summary_steps', save_summary_steps), ('log_every_steps', log_every_steps),
-                      ('max_train_secs', max_train_secs), ('worker_timeout_secs', worker_timeout_secs)]:
+                      ('max_train_secs', max_train_secs)]:
     if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
       raise UsageError('{}={!r}; expected a positive integer'.format(name, value))
+  if not isinstance(worker_timeout_secs, (int, float)) or isinstance(worker_timeout_secs, bool) or not (
+      worker_timeout_secs > 0):
+    raise UsageError('worker_timeout_secs={!r}; expected a positive number of seconds'.format(worker_timeout_secs))
   if not 0. <= ema_decay < 1.:
     raise UsageError('ema_decay={!r}; expected a number in [0, 1)'.format(ema_decay))
 
