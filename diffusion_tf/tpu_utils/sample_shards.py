@@ -113,9 +113,10 @@ def merge_shards(shard_dirs, out_dir):
     for key in RUN_KEYS + ('shard_count',):
       mine, theirs = (n, first['shard'][1]) if key == 'shard_count' else (info[key], first[key])
       if mine != theirs:
-        raise ShardError('shards of different sampling runs: {} has {}={!r} but {} has {!r}; expected the shards of '
-                         'one run (same checkpoint, sampler, steps, seed, batch size, sample count and replicas)'.format(
-                           shard_dir, key, mine, first_dir, theirs))
+        raise ShardError(
+          'shards of different sampling runs: {} has {}={!r} but {} has {!r}; expected the shards of one run (same '
+          'checkpoint, sampler, steps, seed, batch size, sample count and replicas)'.format(
+            shard_dir, key, mine, first_dir, theirs))
     if i in shards:
       raise ShardError('shard {}/{} given twice ({} and {}); expected each shard once'.format(
         i, n, shards[i][0], shard_dir))

@@ -3,9 +3,9 @@
   run_training(...)  trains a `Model` with a TPUEstimator: on TPU cores when `tpu` names a TPU, otherwise with
                      use_tpu=False on this machine (one CPU or GPU), or with an Estimator and a MirroredStrategy
                      when several GPUs are used (a MultiWorkerMirroredStrategy over the machines of a cluster that
-                     the TF_CONFIG environment variable describes). Adam (or RMSProp) with a linear warm-up and gradient clipping, an
-                     EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
-                     and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
+                     the TF_CONFIG environment variable describes). Adam (or RMSProp) with a linear warm-up and
+                     gradient clipping, an EMA of the weights (decay 0.9999) updated after every step, summaries
+                     train/loss, gnorm, pnorm and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
                      the run with an error naming the step, without updating the weights.
   EvalWorker         watches a model_dir for checkpoints, samples with the EMA weights, and writes image grids and
                      the Inception Score / FID (against the training set and the test set if there is one).
