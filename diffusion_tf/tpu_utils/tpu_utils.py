@@ -5,8 +5,8 @@
                      when several GPUs are used (a MultiWorkerMirroredStrategy over the machines of a cluster that
                      the TF_CONFIG environment variable describes). Adam (or RMSProp) with a linear warm-up and
                      gradient clipping, an EMA of the weights (decay 0.9999) updated after every step, summaries
-                     train/loss, gnorm, pnorm and lr. An existing model_dir is resumed from its latest checkpoint; a NaN/inf loss stops
-                     the run with an error naming the step, without updating the weights.
+                     train/loss, gnorm, pnorm and lr. An existing model_dir is resumed from its latest checkpoint;
+                     a NaN/inf loss stops the run with an error naming the step, without updating the weights.
   EvalWorker         watches a model_dir for checkpoints, samples with the EMA weights, and writes image grids and
                      the Inception Score / FID (against the training set and the test set if there is one).
 
