@@ -146,14 +146,17 @@ def train(
     # Not in the original: where and how long to run.
     region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
     save_checkpoints_secs=None, iterations_per_loop=2000, ema_decay=0.9999, resolution=None, num_gpus=None,
-    num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None):
+    num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
+    worker_timeout_secs=tpu_utils.DEFAULT_WORKER_TIMEOUT_SECS):
   """Train a diffusion model; the defaults are the paper's CIFAR-10 run.
 
   The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
   --bucket_name_prefix, log_dir and tfds_data_dir are inside gs://{bucket_name_prefix}-{region}. An existing run
   directory is resumed from its latest checkpoint. --tpu_name trains on that Cloud TPU, otherwise on this machine's
-  GPUs (all visible, or --num_gpus) or CPU. Checkpoints every --save_checkpoints_steps steps or
-  --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max; --max_steps bounds the run.
+  GPUs (all visible, or --num_gpus) or CPU; with a cluster in $TF_CONFIG, on all its workers, each running this
+  same command (docs/distributed.md; --worker_timeout_secs bounds the wait for a lost worker). Checkpoints every
+  --save_checkpoints_steps steps or --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max;
+  --max_steps bounds the run.
   model_name: unet2d16b2 (the paper's), demo or tiny (small configs); dataset: cifar10 or digits (offline).
   """
   kwargs = dict(locals())

@@ -72,6 +72,22 @@ def _batch_size(params):
   return int(batch_size)
 
 
+def input_pipeline(params):
+  """(index, count) of the input pipeline an input fn is building, from `params['context']`: a TPUEstimator
+  TPUContext (with per-host input, PER_HOST_V2: one pipeline per host of the TPU system), a tf.distribute
+  InputContext (one pipeline per worker of a multi-worker cluster), or None (the one pipeline: (0, 1))."""
+  context = params.get('context') if isinstance(params, dict) else None
+  if context is None:
+    return 0, 1
+  if hasattr(context, 'num_input_pipelines'):  # tf.distribute.InputContext
+    index, count = context.input_pipeline_id, context.num_input_pipelines
+  else:  # TPUContext: (host device, invocation index, number of invocations, replicas fed by this one)
+    _, index, count, _ = context.current_input_fn_deployment()
+  if not 0 <= index < count:
+    raise ValueError('input pipeline {} of {}; expected an index in 0..{}'.format(index, count, count - 1))
+  return int(index), int(count)
+
+
 class _ImageDataset:
   """Shared input fns. Subclasses provide `_train_images(shuffle, seed)` and `_eval_images()`: datasets of uint8
   [H, W, 3] images, unbatched (`seed` seeds any file-order shuffle)."""
@@ -105,19 +121,23 @@ class _ImageDataset:
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.experimental.AUTOTUNE)
 
-  def _host_seed(self, params):
-    """`seed`, made distinct per host: with TPUEstimator's per-host input every host of a pod runs this pipeline
-    over the whole dataset (as in the original), so equal seeds would feed every host the same batches."""
-    context = params.get('context')
-    host = int(getattr(context, 'current_host', 0) or 0) if context is not None else 0
-    return None if self.seed is None else self.seed + 1000003 * host
-
   def train_input_fn(self, params):
-    """Infinite shuffled training batches (reshuffled every epoch; seeded by `seed` and the TPU host index)."""
+    """Infinite shuffled training batches (reshuffled every epoch; seeded by `seed` and the input pipeline's index).
+
+    When several input pipelines feed one training run (the hosts of a TPU pod slice, the workers of a cluster; see
+    `input_pipeline`), pipeline i of n reads the images i, i + n, i + 2n, ... of the training set in its fixed file
+    order, so that the pipelines together read each image once per epoch.
+    """
     batch_size = _batch_size(params)
-    seed = self._host_seed(params)
-    ds = self._train_images(shuffle=True, seed=seed)
-    ds = ds.shuffle(self.shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True).repeat()
+    index, count = input_pipeline(params)
+    seed = None if self.seed is None else self.seed + 1000003 * index
+    if count == 1:
+      ds = self._train_images(shuffle=True, seed=seed)
+      buffer_size = self.shuffle_buffer_size
+    else:
+      ds = self._train_images(shuffle=False).shard(count, index)
+      buffer_size = self.shuffle_buffer_size // count if self.num_train_examples else self.shuffle_buffer_size
+    ds = ds.shuffle(max(buffer_size, 1), seed=seed, reshuffle_each_iteration=True).repeat()
     return self._proc_and_batch(ds, batch_size)
 
   def train_one_pass_input_fn(self, params):

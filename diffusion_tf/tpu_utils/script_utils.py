@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from .. import provenance
+from . import sample_shards
 from .paths import PathError
 
 IMAGE_SIZES = {'cifar10': 32, 'celebahq256': 256, 'lsun': 256, 'digits': 32}
@@ -126,9 +127,10 @@ def image_size_of(kwargs):
 # Running a fire CLI
 
 def _expected_errors():
-  from .tpu_utils import UsageError, NonFiniteLossError, TrainingStopped
+  from .tpu_utils import UsageError, NonFiniteLossError, TrainingStopped, ClusterError
   from .. import utils
-  errors = [UsageError, PathError, NonFiniteLossError, TrainingStopped, utils.WriteError]
+  errors = [UsageError, PathError, NonFiniteLossError, TrainingStopped, ClusterError, utils.WriteError,
+            sample_shards.ShardError]
   try:
     from ..inception import InceptionGraphError
     errors.append(InceptionGraphError)
@@ -286,7 +288,7 @@ def make_sample_command(script):
   def sample(model_dir=None, checkpoint=None, out_dir=None, num_samples=64, batch_size=64, sampler='ddpm',
              num_inference_steps=None, eta=0., use_clipped_model_output=False, skip_prk_steps=False, seed=0,
              output_type='npz', ema=True, progressive=False, bucket_name_prefix=None, region=None, num_gpus=None,
-             skip_type='uniform', **overrides):
+             skip_type='uniform', shard=None, **overrides):
     """Draw samples from a checkpoint (EMA weights by default) and write a PNG grid plus the images.
 
     Outputs in --out_dir (default <model_dir>/samples/<checkpoint>_<sampler>..._seed<seed>_n<num_samples>):
@@ -312,6 +314,9 @@ def make_sample_command(script):
       output_type: npz (one uint8 .npz) or png (one PNG per sample).
       ema: use the EMA weights (--noema: the raw weights).
       progressive: write the x_0-prediction sequence of one batch instead (original ancestral sampler).
+      shard: i/n draws only shard i of n of the dump (its batches b with b % n == i; default out_dir name ends in
+        _shard<i>of<n>); merge the n shard directories with scripts/merge_samples.py into the very samples.npz that
+        one run without --shard gives. Needs --output_type=npz.
     """
     from . import tpu_utils
     from .paths import Paths
@@ -328,6 +333,10 @@ def make_sample_command(script):
     from .. import samplers
     check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
     ema, progressive = check_bool('ema', ema), check_bool('progressive', progressive)
+    shard = sample_shards.parse_shard(shard)
+    if shard and (progressive or output_type != 'npz'):
+      raise _usage_error('--shard={}/{} with {}; expected --output_type=npz and no --progressive (shards are merged as '
+                         '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
     train_defaults = default_kwargs(script.train_fn)
     unknown = sorted(set(overrides) - set(train_defaults))
     if unknown:
@@ -377,9 +386,9 @@ def make_sample_command(script):
     eta_tag += '_' + skip_type if skip_type != 'uniform' else ''
     if out_dir is None:
       base = model_dir or os.path.dirname(ckpt)
-      out_dir = os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}'.format(
+      out_dir = os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}{}'.format(
         os.path.basename(ckpt), sampler, steps_tag, eta_tag, 'ema' if ema else 'noema', seed, num_samples,
-        '_progressive' if progressive else ''))
+        '_progressive' if progressive else '', '_shard{}of{}'.format(*shard) if shard else ''))
     settings = dict(checkpoint=ckpt, step=step, kwargs_json=kwargs_path, ema=ema, sampler=sampler,
                     num_inference_steps=num_inference_steps, eta=eta,
                     use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
@@ -399,6 +408,12 @@ def make_sample_command(script):
     dist = tpu_utils.choose_distribution(num_gpus=num_gpus)
     batch_size = min(batch_size, num_samples) if progressive else batch_size
     dist.check_batch_size(batch_size, 'batch_size')
+    if shard and shard[1] > -(-num_samples // batch_size):
+      raise _usage_error('--shard={}/{}: {} samples in batches of {} are only {} batch(es); expected at most that many '
+                         'shards'.format(shard[0], shard[1], num_samples, batch_size, -(-num_samples // batch_size)))
+    if shard:  # what the shards of one dump must share (sample_shards.RUN_KEYS)
+      settings.update(shard=list(shard), num_replicas=dist.num_replicas, model_kwargs=kwargs,
+                      checkpoint_sha256=sample_shards.checkpoint_sha256(ckpt))
 
     print('sampling {} images from {} (step {}, {} weights) with {}{} -> {}'.format(
       batch_size if progressive else num_samples, ckpt, step, 'EMA' if ema else 'raw', sampler,
@@ -409,7 +424,7 @@ def make_sample_command(script):
       _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings, dist,
                     output_type=output_type, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
                     use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                    skip_type=skip_type)
+                    skip_type=skip_type, shard=shard)
 
   sample.__doc__ = sample.__doc__.replace('this script', script.name)
   return sample
@@ -426,7 +441,7 @@ def _open_session(dist, ckpt, ema):
 
 def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings, dist, *,
                   output_type, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps,
-                  skip_type='uniform'):
+                  skip_type='uniform', shard=None):
   import tensorflow.compat.v1 as tf
   from tqdm import tqdm
   from .. import utils
@@ -445,9 +460,10 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
   else:
     write_json_atomic(config_path, shard_settings)
 
-  num_batches = -(-num_samples // batch_size)
+  batches = sample_shards.shard_batches(-(-num_samples // batch_size), shard)
+  num_batches = len(batches)
   shard_path = lambda b: os.path.join(shard_dir, 'batch_{:06d}.npz'.format(b))
-  todo = [b for b in range(num_batches) if not tf.io.gfile.exists(shard_path(b))]
+  todo = [b for b in batches if not tf.io.gfile.exists(shard_path(b))]
   if len(todo) < num_batches:
     print('resuming: {} of {} batches already done in {}'.format(num_batches - len(todo), num_batches, shard_dir))
 
@@ -469,12 +485,15 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
 
   # assemble
   images = []
-  for b in range(num_batches):
+  for b in batches:
     with tf.io.gfile.GFile(shard_path(b), 'rb') as f:
       images.append(np.load(f)['arr_0'])
-  images = np.concatenate(images)[:num_samples]
-  assert images.shape == (num_samples, *ds_info.image_shape) and images.dtype == np.uint8, images.shape
-  if output_type == 'npz':
+  sample_index = sample_shards.sample_indices(batches, batch_size, num_samples)
+  images = np.concatenate(images)[:len(sample_index)]
+  assert images.shape == (len(sample_index), *ds_info.image_shape) and images.dtype == np.uint8, images.shape
+  if shard:
+    save_npz_atomic(os.path.join(out_dir, 'samples.npz'), arr_0=images, sample_index=sample_index)
+  elif output_type == 'npz':
     save_npz_atomic(os.path.join(out_dir, 'samples.npz'), arr_0=images)
   else:
     img_dir = os.path.join(out_dir, 'images')
@@ -488,8 +507,9 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
   utils.save_tiled_imgs(os.path.join(out_dir, 'grid.png'), images[:100])
   write_json_atomic(os.path.join(out_dir, 'info.json'), settings)
   tf.io.gfile.rmtree(shard_dir)
-  print('wrote {} samples: {} and {}'.format(
-    num_samples, os.path.join(out_dir, 'grid.png'),
+  print('wrote {} samples{}: {} and {}'.format(
+    len(images), ' (shard {}/{} of {})'.format(shard[0], shard[1], num_samples) if shard else '',
+    os.path.join(out_dir, 'grid.png'),
     os.path.join(out_dir, 'samples.npz' if output_type == 'npz' else 'images/')))
 
 
@@ -539,7 +559,8 @@ def check_train_flags(kwargs):
   check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
   check_int('warmup', kwargs['warmup'], minimum=0)
   check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
-  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps']:
+  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps',
+               'worker_timeout_secs']:
     check_int(name, kwargs[name])
   for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
     check_int(name, kwargs[name], allow_none=True)
@@ -589,6 +610,7 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     num_cpu_replicas=kwargs['num_cpu_replicas'],
     seed=kwargs['seed'],
     max_train_secs=kwargs['max_train_secs'],
+    worker_timeout_secs=kwargs['worker_timeout_secs'],
     warm_start_from=warm_start_from)
 
 

@@ -2,9 +2,10 @@
 
   run_training(...)  trains a `Model` with a TPUEstimator: on TPU cores when `tpu` names a TPU, otherwise with
                      use_tpu=False on this machine (one CPU or GPU), or with an Estimator and a MirroredStrategy
-                     when several GPUs are used. Adam (or RMSProp) with a linear warm-up and gradient clipping (each
-                     replica's gradient clipped at grad_clip, then averaged, as in the original), an
-                     EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
+                     when several GPUs are used (a MultiWorkerMirroredStrategy over the machines of a cluster that
+                     the TF_CONFIG environment variable describes). Adam (or RMSProp) with a linear warm-up and
+                     gradient clipping (each replica's gradient clipped at grad_clip, then averaged, as in the
+                     original), an EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
                      and lr. An existing model_dir is resumed from its latest readable checkpoint; a NaN/inf loss
                      stops the run with an error naming the step, without updating the weights; SIGTERM/SIGINT
                      save the current step and stop.
@@ -15,11 +16,13 @@ Also shared helpers: checkpoint lookup and (EMA) restore, the choice of devices 
 computation over them (`Distribution.replicate`), and reading and writing kwargs.json.
 """
 
+import collections
 import functools
 import json
 import os
 import re
 import sys
+import threading
 import time
 
 import numpy as np
@@ -75,6 +78,8 @@ class TrainingStopped(RuntimeError):
     self.exit_code = 128 + signum
     super().__init__('training stopped by {} at step {}: saved {}; rerun the same command to resume from it'.format(
       signal_name, step, ckpt))
+class ClusterError(RuntimeError):
+  """Multi-worker training lost a worker (it never joined, died or cannot be reached)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,6 +300,77 @@ def distributed(fn, *, args, reduction, strategy):
   if reduction == 'mean':
     return tf.nest.map_structure(lambda x: tf.reduce_mean(strategy.reduce('mean', x, axis=None)), out)
   return tf.nest.map_structure(lambda x: tf.concat(strategy.experimental_local_results(x), axis=0), out)
+TF_CONFIG_VAR = 'TF_CONFIG'
+_CLUSTER_TASK_TYPES = ('chief', 'worker')
+
+
+class Cluster(collections.namedtuple('Cluster', ['spec', 'task_type', 'task_index'])):
+  """The machines of a multi-worker run, as TF_CONFIG describes them: `spec` {'chief': [address], 'worker': [...]}
+  and this process's task. The chief is the `chief` task, or worker 0 if there is none."""
+
+  @property
+  def num_workers(self):
+    return sum(len(self.spec.get(t, [])) for t in _CLUSTER_TASK_TYPES)
+
+  @property
+  def worker_id(self):
+    """0 for the chief, then the workers in order (TensorFlow's numbering)."""
+    return self.task_index + (len(self.spec.get('chief', [])) if self.task_type == 'worker' else 0)
+
+  @property
+  def is_chief(self):
+    return self.worker_id == 0
+
+  def __str__(self):
+    return '{} {} of {} workers{}'.format(self.task_type, self.task_index, self.num_workers,
+                                          ' (chief)' if self.is_chief else '')
+
+
+def cluster_from_tf_config(value):
+  """Parse the TF_CONFIG environment variable's `value`: a Cluster, or None if it is unset or names no cluster.
+
+  Accepts both of its forms: a `chief` task plus `worker` tasks, or `worker` tasks only (worker 0 is the chief).
+  """
+  if not value or not value.strip():
+    return None
+  expected = ('expected JSON such as {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": '
+              '"worker", "index": 0}} (an optional "chief" list of one address)')
+  try:
+    config = json.loads(value)
+  except ValueError:
+    raise UsageError('{}={!r} is not valid JSON; {}'.format(TF_CONFIG_VAR, value, expected)) from None
+  if not isinstance(config, dict) or not isinstance(config.get('cluster', {}), dict):
+    raise UsageError('{}={!r}; {}'.format(TF_CONFIG_VAR, value, expected))
+  spec = config.get('cluster') or {}
+  if not spec:
+    return None
+  other = sorted(set(spec) - set(_CLUSTER_TASK_TYPES))
+  if other:
+    raise UsageError('{} names task type(s) {}; expected only "chief" and "worker" (synchronous training on every '
+                     'machine: no parameter servers, and evaluation runs as its own `evaluation` command)'.format(
+                       TF_CONFIG_VAR, ', '.join(other)))
+  for task_type, addresses in spec.items():
+    if (not isinstance(addresses, list) or not addresses or
+        not all(isinstance(a, str) and re.match(r'^\S+:\d+$', a) for a in addresses)):
+      raise UsageError('{} cluster {!r}: {!r}; expected a non-empty list of "host:port" addresses'.format(
+        TF_CONFIG_VAR, task_type, addresses))
+  if len(spec.get('chief', [])) > 1:
+    raise UsageError('{} lists {} chief tasks; expected at most one'.format(TF_CONFIG_VAR, len(spec['chief'])))
+  if 'worker' not in spec and 'chief' not in spec:
+    raise UsageError('{}={!r}; {}'.format(TF_CONFIG_VAR, value, expected))
+  task = config.get('task')
+  task_type = task.get('type') if isinstance(task, dict) else None
+  task_index = task.get('index', 0) if isinstance(task, dict) else None
+  if task_type not in spec or not isinstance(task_index, int) or isinstance(task_index, bool) or not (
+      0 <= task_index < len(spec[task_type])):
+    raise UsageError('{} task {!r} is not a task of its cluster ({}); expected "task": {{"type": one of {}, "index": '
+                     '0..n-1}}'.format(TF_CONFIG_VAR, task, ', '.join('{} x{}'.format(t, len(a)) for t, a in sorted(
+                       spec.items())), ', '.join(sorted(spec))))
+  addresses = [a for t in _CLUSTER_TASK_TYPES for a in spec.get(t, [])]
+  if len(set(addresses)) != len(addresses):
+    raise UsageError('{} lists an address twice ({}); expected one "host:port" per task'.format(
+      TF_CONFIG_VAR, ', '.join(addresses)))
+  return Cluster(spec={t: list(spec[t]) for t in spec}, task_type=task_type, task_index=task_index)
 
 
 def _count_local_gpus():
@@ -306,21 +382,44 @@ class Distribution:
   """Where a computation runs.
 
   kind 'tpu': the cores of a Cloud TPU (`tpu_name`); 'mirrored': several GPUs (or, for tests of this path, several
-  CPU devices of this machine) with data parallelism; 'single': one CPU or GPU.
+  CPU devices of this machine) with data parallelism; 'multi_worker': the GPUs (or the CPU) of every machine of a
+  TF_CONFIG cluster (`cluster`), data parallel over all of them; 'single': one CPU or GPU.
+  num_replicas counts the replicas of all machines.
   """
 
-  def __init__(self, kind, num_replicas, *, devices=None, resolver=None, session_config=None):
-    assert kind in ('tpu', 'mirrored', 'single')
+  def __init__(self, kind, num_replicas, *, devices=None, resolver=None, session_config=None, cluster=None):
+    assert kind in ('tpu', 'mirrored', 'multi_worker', 'single')
+    assert (kind == 'multi_worker') == (cluster is not None)
     self.kind = kind
     self.num_replicas = int(num_replicas)
     self.devices = list(devices or [])
     self.resolver = resolver
+    self.cluster = cluster
     self.session_config = session_config or tf.ConfigProto(allow_soft_placement=True)
     self.session_config.gpu_options.allow_growth = True
 
   def __repr__(self):
-    return 'Distribution({}, replicas={}{})'.format(
-      self.kind, self.num_replicas, ', devices={}'.format(self.devices) if self.devices else '')
+    return 'Distribution({}, replicas={}{}{})'.format(
+      self.kind, self.num_replicas, ', devices={}'.format(self.devices) if self.devices else '',
+      ', {}'.format(self.cluster) if self.cluster else '')
+
+  @property
+  def is_chief(self):
+    """Whether this process writes the run's checkpoints, summaries and kwargs.json (only one of a cluster does)."""
+    return self.cluster is None or self.cluster.is_chief
+
+  @property
+  def uses_strategy(self):
+    """Whether training runs under a tf.distribute strategy (an Estimator) rather than a TPUEstimator."""
+    return self.kind in ('mirrored', 'multi_worker')
+
+  def make_strategy(self):
+    """The tf.distribute strategy of the 'mirrored' and 'multi_worker' kinds: the same synchronous data parallel
+    training, with the replicas' gradients all-reduced within one machine or across all machines of the cluster."""
+    assert self.uses_strategy, self.kind
+    if self.kind == 'mirrored':
+      return tf.distribute.MirroredStrategy(devices=self.devices)
+    return tf.distribute.experimental.MultiWorkerMirroredStrategy()
 
   @property
   def master(self):
@@ -371,10 +470,22 @@ class Distribution:
     return sess
 
 
-def choose_distribution(*, tpu_name=None, zone=None, project=None, num_gpus=None, num_cpu_replicas=None):
-  """The devices to run on: the named TPU; else num_gpus GPUs (default: all visible; mirrored if more than one);
-  else one CPU. `num_cpu_replicas` > 1 runs the multi-device (mirrored) path on CPU devices, for testing it.
+def choose_distribution(*, tpu_name=None, zone=None, project=None, num_gpus=None, num_cpu_replicas=None,
+                        cluster=None):
+  """The devices to run on: the named TPU; else, with a `cluster` (from TF_CONFIG), every GPU (or the CPU) of every
+  worker; else num_gpus GPUs (default: all visible; mirrored if more than one); else one CPU. `num_cpu_replicas` > 1
+  runs the multi-device (mirrored) path on CPU devices, for testing it.
   """
+  if cluster is not None:
+    if tpu_name is not None or (num_cpu_replicas or 1) > 1:
+      raise UsageError('{} describes a cluster ({}), which trains on the GPUs or CPUs of its workers; expected no '
+                       '--tpu_name and no --num_cpu_replicas with it'.format(TF_CONFIG_VAR, cluster))
+    available = _count_local_gpus()
+    if num_gpus is not None and num_gpus != available:
+      raise UsageError('num_gpus={!r} with {}: every worker uses all its visible GPUs ({} here); expected no '
+                       '--num_gpus (choose the GPUs with CUDA_VISIBLE_DEVICES)'.format(num_gpus, TF_CONFIG_VAR,
+                                                                                       available))
+    return Distribution('multi_worker', cluster.num_workers * max(available, 1), cluster=cluster)
   if tpu_name is not None:
     if num_gpus or num_cpu_replicas:
       raise UsageError('--tpu_name={} cannot be combined with --num_gpus/--num_cpu_replicas'.format(tpu_name))
@@ -513,6 +624,71 @@ def _raise_if_write_failure(e, model_dir):
   raise utils.WriteError('cannot write {} while training: {} ({}); {}'.format(
     path, cause, type(e).__name__, 'the last complete checkpoint, {}, is untouched'.format(last) if last else
     'there is no complete checkpoint yet')) from None
+DEFAULT_WORKER_TIMEOUT_SECS = 600
+
+
+def _worker_lost_message(cluster, detail):
+  return ('{}: {}; a worker of the {} cluster ({}) is missing, has died or cannot be reached; restart every worker '
+          'with the same command to resume from the latest checkpoint'.format(
+            cluster, detail, TF_CONFIG_VAR, ', '.join(a for t in _CLUSTER_TASK_TYPES for a in cluster.spec.get(t, []))))
+
+
+class _WorkerWatchdogHook(tf.train.SessionRunHook):
+  """Ends this worker when no training step has finished for `timeout_secs`.
+
+  The all-reduce of a multi-worker step waits for every peer, and in TF 1.15 a collective op has no timeout: a peer
+  that never started or has died leaves the others blocked inside session.run, where neither a hook nor an
+  exception can reach them. A watchdog thread is the one way out: it prints one `error:` line and exits the process
+  (status 1). The clock starts when the session is being created (joining the cluster counts) and restarts after
+  every step.
+  """
+
+  def __init__(self, timeout_secs, cluster):
+    self._timeout, self._cluster = timeout_secs, cluster
+    self._last = None
+    self._done = threading.Event()
+
+  def begin(self):
+    self._last = time.time()
+    threading.Thread(target=self._watch, name='worker_watchdog', daemon=True).start()
+
+  def after_run(self, run_context, run_values):
+    self._last = time.time()
+
+  def end(self, session):
+    self._done.set()
+
+  def _watch(self):
+    while not self._done.wait(min(5., self._timeout / 10.)):
+      idle = time.time() - self._last
+      if idle > self._timeout:
+        print('error: {}'.format(_worker_lost_message(
+          self._cluster, 'no training step finished in {:.0f} s (--worker_timeout_secs={})'.format(
+            idle, self._timeout))), file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def _train_on_cluster(estimator, input_fn, max_steps, hooks, cluster, timeout_secs):
+  """estimator.train on every worker of a TF_CONFIG cluster; TensorFlow's distribute coordinator starts this
+  worker's server and runs the MultiWorkerMirroredStrategy training on it (Estimator.train alone does not)."""
+  hooks = list(hooks) + [_WorkerWatchdogHook(timeout_secs, cluster)]
+  try:
+    tf.estimator.train_and_evaluate(
+      estimator, tf.estimator.TrainSpec(input_fn=input_fn, max_steps=max_steps, hooks=hooks),
+      tf.estimator.EvalSpec(input_fn=input_fn))  # evaluation is the `evaluation` command's; never run here
+  except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+          tf.errors.DeadlineExceededError) as e:
+    raise ClusterError(_worker_lost_message(cluster, '{}: {}'.format(
+      type(e).__name__, e.message.strip().splitlines()[0] if e.message.strip() else ''))) from None
+
+
+def make_tpu_config(iterations_per_loop):
+  """The TPUEstimator's TPUConfig: the original's per-host input (PER_HOST_V2). train_input_fn runs once on every
+  host of the TPU system (each of the 4 hosts of a v3-32 pod slice), reads that host's shard of the data
+  (datasets.input_pipeline) and yields per-core batches for the host's 8 cores."""
+  return tf.estimator.tpu.TPUConfig(iterations_per_loop=iterations_per_loop,
+                                    per_host_input_for_training=tf.estimator.tpu.InputPipelineConfig.PER_HOST_V2)
 
 
 def make_model_dir(log_dir, exp_name, date_str=None):
@@ -527,7 +703,8 @@ def run_training(
     tpu=None, zone=None, project=None, log_dir=None, exp_name=None, dump_kwargs=None, date_str=None,
     iterations_per_loop=1000, keep_checkpoint_max=2, max_steps=int(1e10), warm_start_from=None, model_dir=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=100, log_every_steps=100,
-    num_gpus=None, num_cpu_replicas=None, distribution=None, seed=None, max_train_secs=None, printer=print):
+    num_gpus=None, num_cpu_replicas=None, distribution=None, seed=None, max_train_secs=None,
+    worker_timeout_secs=DEFAULT_WORKER_TIMEOUT_SECS, printer=print):
   """Train `model_constructor()` on batches of `train_input_fn`; see the module docstring.
 
   The experiment directory is `model_dir`, or {log_dir}/{date_str}/{exp_name} as in the original. If it already
@@ -538,8 +715,12 @@ def run_training(
   Faults (docs/scripts.md, errors and recovery): the run directory is locked for one trainer (run_lock); unreadable
   newer checkpoints are set aside before resuming (checkpoint_recovery); SIGTERM/SIGINT stop training after the
   current step with a checkpoint of it (preemption); a write that fails for lack of space or rights is a WriteError.
+  When the TF_CONFIG environment variable describes a cluster, every worker runs this same call (see
+  docs/distributed.md): the global batch `total_bs` splits over the replicas of all workers, the chief alone writes
+  checkpoints, summaries and kwargs.json, and a worker on which no step finishes for `worker_timeout_secs` (a peer is
+  missing or dead) stops with ClusterError.
   Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
-  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write.
+  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write, ClusterError when a worker is lost.
   """
   if model_dir is None:
     if log_dir is None or exp_name is None:
@@ -556,25 +737,33 @@ def run_training(
                       ('max_train_secs', max_train_secs)]:
     if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
       raise UsageError('{}={!r}; expected a positive integer'.format(name, value))
+  if not isinstance(worker_timeout_secs, (int, float)) or isinstance(worker_timeout_secs, bool) or not (
+      worker_timeout_secs > 0):
+    raise UsageError('worker_timeout_secs={!r}; expected a positive number of seconds'.format(worker_timeout_secs))
   if not 0. <= ema_decay < 1.:
     raise UsageError('ema_decay={!r}; expected a number in [0, 1)'.format(ema_decay))
 
   dist = distribution or choose_distribution(tpu_name=tpu, zone=zone, project=project, num_gpus=num_gpus,
-                                             num_cpu_replicas=num_cpu_replicas)
+                                             num_cpu_replicas=num_cpu_replicas,
+                                             cluster=cluster_from_tf_config(os.environ.get(TF_CONFIG_VAR)))
   local_bs = dist.check_batch_size(total_bs)
   use_tpu = dist.kind == 'tpu'
+  if dist.kind == 'multi_worker' and max_train_secs:
+    raise UsageError('max_train_secs={} with a {} cluster: each worker would stop at its own time and leave the others '
+                     'waiting; expected --max_steps instead'.format(max_train_secs, TF_CONFIG_VAR))
 
   from .paths import check_writable_dir
   check_writable_dir(model_dir, 'model_dir')
-  # one trainer per run directory; released after training (a flock, so also when this process dies)
-  lock = run_lock.RunLock(model_dir).acquire()
+  # one trainer per run directory (in a cluster, the chief holds it for all workers); released after training (a
+  # flock, so also when this process dies)
+  lock = run_lock.RunLock(model_dir).acquire() if dist.is_chief else None
   last_ckpt = latest_checkpoint(model_dir)
   if last_ckpt:
     printer('model dir {} exists: resuming from {} (step {})'.format(model_dir, last_ckpt, checkpoint_step(last_ckpt)))
   else:
     printer('model dir: {}'.format(model_dir))
   printer('devices: {}, global batch {}, per replica {}'.format(dist, total_bs, local_bs))
-  if dump_kwargs is not None:
+  if dump_kwargs is not None and dist.is_chief:
     dump_kwargs_file = os.path.join(model_dir, KWARGS_FILE)
     if tf.io.gfile.exists(dump_kwargs_file):
       old = load_train_kwargs(model_dir)
@@ -613,7 +802,7 @@ def run_training(
 
     # ema, updated after each step
     ema, ema_op = _make_ema(global_step=global_step, ema_decay=ema_decay, trainable_variables=trainable_variables,
-                            mirrored=dist.kind == 'mirrored')
+                            mirrored=dist.uses_strategy)
     with tf.control_dependencies([train_op]):
       train_op = tf.group(ema_op)
 
@@ -623,7 +812,7 @@ def run_training(
     summaries.scalar('train/gnorm', gnorm)
     summaries.scalar('train/pnorm', utils.rms(trainable_variables))
     summaries.scalar('train/lr', warmed_up_lr)
-    if dist.kind == 'mirrored':
+    if dist.uses_strategy:
       summaries.write_plain()
       return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
     if use_tpu:
@@ -637,17 +826,21 @@ def run_training(
     model_dir=model_dir, save_checkpoints_steps=save_checkpoints_steps, save_checkpoints_secs=save_checkpoints_secs,
     keep_checkpoint_max=keep_checkpoint_max, save_summary_steps=save_summary_steps, log_step_count_steps=None,
     tf_random_seed=seed, session_config=dist.session_config)
-  if dist.kind == 'mirrored':
-    strategy = tf.distribute.MirroredStrategy(devices=dist.devices)
+  if dist.uses_strategy:
     estimator = tf.estimator.Estimator(
-      model_fn=model_fn, config=tf.estimator.RunConfig(train_distribute=strategy, **tf_config_kwargs),
+      model_fn=model_fn, config=tf.estimator.RunConfig(train_distribute=dist.make_strategy(), **tf_config_kwargs),
       warm_start_from=warm_start_from)
-    input_fn = lambda params: train_input_fn(dict(params or {}, batch_size=local_bs))  # per replica
+
+    def input_fn(params, input_context=None):
+      # per replica batches; on a cluster each worker's pipeline reads its own shard of the data (see datasets.py)
+      if dist.kind == 'multi_worker':
+        printer('input pipeline {} of {}'.format(input_context.input_pipeline_id, input_context.num_input_pipelines))
+      return train_input_fn(dict(params or {}, batch_size=local_bs, context=input_context))
   else:
     estimator = tf.estimator.tpu.TPUEstimator(
       model_fn=model_fn, use_tpu=use_tpu, train_batch_size=total_bs,
       config=tf.estimator.tpu.RunConfig(
-        cluster=dist.resolver, tpu_config=tf.estimator.tpu.TPUConfig(iterations_per_loop=iterations_per_loop),
+        cluster=dist.resolver, tpu_config=make_tpu_config(iterations_per_loop),
         **tf_config_kwargs),
       warm_start_from=warm_start_from)
     input_fn = train_input_fn
@@ -685,7 +878,10 @@ def run_training(
   t0 = time.time()
   try:
     with stop_signals:
-      estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
+      if dist.kind == 'multi_worker':
+        _train_on_cluster(estimator, input_fn, max_steps, hooks, dist.cluster, worker_timeout_secs)
+      else:
+        estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
   except tf.errors.InvalidArgumentError as e:
     parsed = _parse_nonfinite_error(e)
     if parsed is None:
@@ -695,7 +891,8 @@ def run_training(
     _raise_if_write_failure(e, model_dir)
     raise
   finally:
-    lock.release()
+    if lock is not None:
+      lock.release()
   if stop_signals.signum is not None:
     last_ckpt = tf.train.latest_checkpoint(model_dir)
     raise TrainingStopped(stop_signals.name, stop_signals.signum, checkpoint_step(last_ckpt), last_ckpt)
