@@ -381,13 +381,18 @@ def test_digits_train_input_fn_shuffles_and_repeats():
   assert not np.array_equal(imgs[:1500], one_pass)
 
 
+# The TPU system's metadata record: private in TF 1.15, public in TF 2.15.
+_TPU_SYSTEM_METADATA = getattr(tpu_system_metadata, 'TPUSystemMetadata', None) or getattr(
+  tpu_system_metadata, '_TPUSystemMetadata')
+
+
 def _tpu_pod_input_context(host, num_hosts=4, cores_per_host=8):
   """The TPUContext TPUEstimator gives train_input_fn on `host` of a pod slice (default v3-32: 4 hosts of 8 cores),
   with our TPUConfig (per-host input, PER_HOST_V2); the TPU system's metadata is filled in instead of queried."""
   config = tf.estimator.tpu.RunConfig(master='grpc://pod.invalid:8470', tpu_config=tpu_utils.make_tpu_config(100))
   internal = tpu_context._InternalTPUContext(config, train_batch_size=num_hosts * cores_per_host * 2,
                                              eval_batch_size=None, predict_batch_size=None, use_tpu=True)
-  internal._lazy_tpu_system_metadata_dict[config.master] = tpu_system_metadata._TPUSystemMetadata(
+  internal._lazy_tpu_system_metadata_dict[config.master] = _TPU_SYSTEM_METADATA(
     num_cores=num_hosts * cores_per_host, num_hosts=num_hosts, num_of_cores_per_host=cores_per_host,
     topology=None, devices=[])
   with internal.with_mode(tf.estimator.ModeKeys.TRAIN) as ctx:

@@ -21,7 +21,7 @@ def celebahq_run(tmp_path_factory):
   model_dir = str(root / 'run')
   load_script('run_celebahq').train(
     exp_name='c', dataset='digits', resolution=8, model_name='tiny', total_bs=4, num_diffusion_timesteps=T,
-    model_dir=model_dir, max_steps=2, save_checkpoints_steps=2)
+    model_dir=model_dir, max_steps=2, warmup=2, save_checkpoints_steps=2)
   images = datasets.load_digits_images(8)
   paths = []
   for i in (0, 1):
