@@ -13,6 +13,7 @@ which stack it is on:
                                              a tfds DownloadConfig whose manual files are <manual_root>/<name>/*
   ensure_cpu_devices(n)                      make n CPU devices exist in this process (multi-replica path on CPU)
   cpu_devices_session_config(n)              ensure_cpu_devices(n), and a session config that has them
+  CHECKPOINT_READ_ERRORS                     what reading a damaged checkpoint raises
 
 New code that meets another difference adds one function here (with both branches side by side) and calls it.
 """
@@ -23,6 +24,10 @@ import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
 STACK = 'tf2' if tf.version.VERSION.startswith('2.') else 'tf1'
+
+# A checkpoint reader meeting damaged files raises an OpError (DataLossError, NotFoundError) or ValueError on both;
+# TF 2.15's Python reader turns a short read of the data file into IndexError ('Read less bytes than requested').
+CHECKPOINT_READ_ERRORS = (tf.errors.OpError, ValueError) + ((IndexError,) if STACK == 'tf2' else ())
 
 # ---------------------------------------------------------------------------------------------------------------
 # tensorflow-datasets: 2.1.0 on tf1, 4.9.4 on tf2

@@ -19,6 +19,8 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from .. import compat
+
 UNREADABLE_DIR = 'unreadable'
 
 
@@ -34,7 +36,7 @@ def checkpoint_problem(ckpt):
     reader = tf.train.load_checkpoint(ckpt)
     for name in sorted(reader.get_variable_to_shape_map()):
       reader.get_tensor(name)
-  except (tf.errors.OpError, ValueError) as e:
+  except compat.CHECKPOINT_READ_ERRORS as e:
     return _first_line(e)
   return None
 
