@@ -97,3 +97,14 @@ def write_original_layout(src_ckpt, out_dir, *, global_step, kwargs_json=None):
   arrays['beta2_power'] = np.float32(0.999 ** global_step)
   extra = {'kwargs.json': open(kwargs_json).read()} if kwargs_json else None
   return checkpoints.write_tf_checkpoint(out_dir, arrays, global_step=global_step, with_ema=False, extra_files=extra)
+
+
+def write_tiny_checkpoint(prefix):
+  """A real, readable TF checkpoint of one scalar variable at `prefix` (no state file): for tests of how checkpoint
+  names resolve, which accept readable checkpoints only."""
+  import tensorflow.compat.v1 as tf
+  with tf.Graph().as_default(), tf.Session() as sess:
+    v = tf.get_variable('v', initializer=1.)
+    sess.run(v.initializer)
+    tf.train.Saver([v]).save(sess, prefix, write_meta_graph=False, write_state=False)
+  return prefix

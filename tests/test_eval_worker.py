@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import helpers_inception
+from helpers_scripts import write_tiny_checkpoint
 
 from diffusion_tf import inception
 from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
@@ -91,14 +92,9 @@ def test_lsun_reference_images_are_a_seeded_shuffled_subset(tmp_path):
 
 
 def test_load_ckpt_is_relative_to_the_model_dir_as_in_the_original(tmp_path):
-  import tensorflow.compat.v1 as tf
   model_dir = tmp_path / 'run'
   model_dir.mkdir()
-  inside = str(model_dir / 'model.ckpt-790000')
-  with tf.Graph().as_default(), tf.Session() as sess:  # a real checkpoint: the names resolve to readable ones only
-    v = tf.get_variable('v', initializer=1.)
-    sess.run(v.initializer)
-    tf.train.Saver([v]).save(sess, inside, write_meta_graph=False, write_state=False)
+  inside = write_tiny_checkpoint(str(model_dir / 'model.ckpt-790000'))
   assert tpu_utils.resolve_load_ckpt(str(model_dir), 'model.ckpt-790000') == inside  # the original's form
   assert tpu_utils.resolve_load_ckpt(str(model_dir), inside) == inside  # a full prefix still works
   assert tpu_utils.resolve_load_ckpt(str(tmp_path), 'run/model.ckpt-790000') == inside

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from helpers_scripts import run_main
+from helpers_scripts import run_main, write_tiny_checkpoint
 
 from diffusion_tf.tpu_utils import datasets, paths, script_utils, simple_eval_worker, tpu_utils
 
@@ -100,7 +100,7 @@ def _model_dir(tmp_path, capsys, recorded, script, command):
   model_dir = tmp_path / 'run'
   model_dir.mkdir()
   (model_dir / 'kwargs.json').write_text(json.dumps(kw['dump_kwargs']))
-  (model_dir / 'model.ckpt-790000.index').write_bytes(b'')
+  write_tiny_checkpoint(str(model_dir / 'model.ckpt-790000'))
   return str(model_dir)
 
 
