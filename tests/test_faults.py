@@ -138,10 +138,11 @@ def test_evaluation_and_simple_eval_fall_back(run_copy, capsys):
   assert os.path.exists(os.path.join(run_copy, 'eval', 'step00000002_ema_samples.npz'))
   _flip_data(os.path.join(run_copy, 'model.ckpt-2'))
   code, out, err = run_main(capsys, 'run_cifar', ['simple_eval', '--model_dir={}'.format(run_copy),
-                                                  '--mode=progressive_samples', '--total_bs=2'])
+                                                  '--mode=progressive_samples', '--total_bs=2', '--num_samples=2'])
   assert code == 0, err
   assert 'model.ckpt-2 cannot be read' in err
-  assert glob.glob(os.path.join(run_copy, 'simple_eval', 'progressive_samples_model.ckpt-0_ema.npz'))
+  parts = glob.glob(os.path.join(run_copy, 'simple_eval', 'progressive_samples', 'samples_xstartpred_ema1_*.npz'))
+  assert [os.path.basename(p) for p in parts] == ['samples_xstartpred_ema1_step000000000_part000000.npz'], parts
 
 
 def test_watching_evaluation_skips_an_unreadable_new_checkpoint(run_copy, capsys):
