@@ -38,7 +38,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 install: $(STAMP)
 
@@ -50,8 +50,16 @@ $(STAMP): $(REQUIREMENTS) setup.py
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# Two test processes by default (the development machines have 2 cores); PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
 test: install
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
+
+# The quick loop: every test not marked slow (pytest.ini).
+test-fast: install
+	$(PYTEST) -m 'not slow' tests
 
 demo: install
 	$(PY) scripts/demo.py

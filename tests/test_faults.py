@@ -19,6 +19,8 @@ from helpers_scripts import PYTHON, SCRIPTS, assert_one_error, checkpoint_steps,
 
 from diffusion_tf.tpu_utils import checkpoint_recovery, tpu_utils
 
+pytestmark = pytest.mark.slow  # real processes and whole training runs (pytest.ini)
+
 TINY = ['--dataset=digits', '--resolution=8', '--model_name=tiny', '--num_diffusion_timesteps=10', '--total_bs=4',
         '--warmup=2', '--dropout=0', '--randflip=0']
 TIMEOUT = 300  # seconds, for every subprocess

@@ -215,6 +215,7 @@ def test_sample_from_a_converted_checkpoint_equals_the_run(cifar_run, capsys, tm
   assert_one_error(code, err, converted, 'expected a checkpoint of the same model configuration')
 
 
+@pytest.mark.slow
 def test_celebahq_script_with_space_to_depth(tmp_path, capsys):
   run_celebahq = load_script('run_celebahq')
   model_dir = str(tmp_path / 'run')
@@ -238,6 +239,7 @@ def test_celebahq_script_with_space_to_depth(tmp_path, capsys):
   assert np.abs(seq[:, -2].astype(int) - seq[:, -1].astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_lsun_script_train_dump_and_sample(tmp_path, capsys):
   tfr = str(tmp_path / 'lsun' / 'church-r04.tfrecords')
   make_tiny_lsun(tfr, 8, 16)

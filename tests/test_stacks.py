@@ -70,6 +70,7 @@ def _check_resumed(model_dir, out, step):
   assert np.abs(after.get_tensor('model/conv_in/W') - before.get_tensor('model/conv_in/W')).max() > 0
 
 
+@pytest.mark.slow
 def test_training_checkpoints_resume_across_stacks_in_both_directions(tmp_path, other_python):
   """Train 2 steps on this stack, resume for step 3 on the other, then for step 4 back on this one."""
   model_dir = str(tmp_path / 'run')

@@ -23,6 +23,7 @@ def _train_cmd(model_dir, *extra):
     '--model_dir={}'.format(model_dir), '--save_summary_steps=1', '--log_every_steps=1'] + list(extra)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_from_the_last_checkpoint(tmp_path):
   model_dir = str(tmp_path / 'run')
   with open(str(tmp_path / 'first.log'), 'w') as log:
@@ -130,6 +131,7 @@ def test_tpu_host_call_reduces_per_core_values_and_writes_every_n_steps(tmp_path
   assert events['train/lr'] == {0: 0.5, 2: 0.5, 4: 0.5}
 
 
+@pytest.mark.slow
 def test_mirrored_training_on_two_cpu_replicas(tmp_path, capsys):
   """The multi-device path (an Estimator with a MirroredStrategy, as for several GPUs) on 2 CPU devices: per-replica
   batches, EMA shadows in the checkpoint, summaries."""
@@ -198,6 +200,7 @@ def test_mirrored_clipping_averages_each_replicas_clipped_gradient(tmp_path):
     assert np.abs(_rmsprop_first_step(other, lr) - expected).max() > 100 * 1e-5 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 def test_lsun_warm_start_initialises_every_variable(tmp_path):
   """run_lsun --warm_start_model_dir warms all variables as the original's vars_to_warm_start=['.*']: the weights,
   Adam's slots and power accumulators, the EMA shadows and the global step."""

@@ -193,6 +193,7 @@ def test_upsample_is_the_originals_nearest_resize_and_downsample_halves():
   assert conv.shape == (2, 2, 3, 3)
 
 
+@pytest.mark.slow
 def test_small_model_learns_a_fixed_batch():
   """A few hundred Adam steps of a small U-Net on one fixed batch and fixed (t, noise): the eps-MSE loss drops."""
   rng = np.random.RandomState(4)
