@@ -37,10 +37,20 @@ endif
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The peer environment (torch 2.13.0 CPU, diffusers 0.42.1; pins in tools/make_peer_venv.sh): `make test` loads our
+# diffusers export in the real diffusers with it (tests/test_checkpoints.py), on either stack. Python 3.11 only.
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install install-peer test demo bench lint clean
 
 install: $(STAMP)
+
+install-peer: $(PEER_STAMP)
+
+$(PEER_STAMP): tools/make_peer_venv.sh
+	PYTHON311="$(PYTHON311)" VENV=$(PEER_VENV) bash tools/make_peer_venv.sh
+	touch $(PEER_STAMP)
 
 $(STAMP): $(REQUIREMENTS) setup.py
 	@command -v "$(BASE_PYTHON)" >/dev/null 2>&1 || { echo "error: $(BASE_NAME) not found at '$(BASE_PYTHON)'; $(BASE_HINT)" >&2; exit 1; }
@@ -50,14 +60,15 @@ $(STAMP): $(REQUIREMENTS) setup.py
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-test: install
-	$(PY) -m pytest -q tests
+# DIFFUSION_TF_REQUIRE_PEER=1: the diffusers round trip fails instead of skipping when .venv-peer is missing.
+test: install install-peer
+	DIFFUSION_TF_REQUIRE_PEER=1 $(PY) -m pytest -q tests
 
 demo: install
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf .venv .venv-tf2 build *.egg-info
+	rm -rf .venv .venv-tf2 $(PEER_VENV) build *.egg-info
 
 # Speed against PyTorch diffusers (docs/benchmarks.md); never part of `make test`. Creates .venv-peer (torch +
 # diffusers), .venv-tf2 (the library on TF 2.15, `make install STACK=tf2`) beside .venv (TF 1.15), waits for a quiet
@@ -65,5 +76,5 @@ clean:
 bench:
 	$(MAKE) install STACK=tf2
 	$(MAKE) install STACK=tf1
-	bash tools/make_peer_venv.sh
+	$(MAKE) install-peer
 	.venv-tf2/bin/python benchmarks/bench.py $(BENCH_ARGS)
