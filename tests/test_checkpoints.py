@@ -1,6 +1,6 @@
 """Checkpoint interop with diffusers (diffusion_tf/checkpoints.py, scripts/convert_diffusers_checkpoint.py).
 
-The fixture tests/data/diffusers_tiny was made by tools/make_diffusers_fixture.py with the real diffusers/PyTorch:
+The fixture tests/data/diffusers_tiny was made by tests/data/make_diffusers_fixture.py with the real diffusers/PyTorch:
 a tiny random UNet2DModel with the DDPM architecture, its output on fixed inputs, and a torch.save'd .bin.
 """
 
