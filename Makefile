@@ -42,6 +42,11 @@ STAMP := $(VENV)/.installed
 PEER_VENV := .venv-peer
 PEER_STAMP := $(PEER_VENV)/.installed
 
+# `make lint`: ruff, pinned, in its own small Python 3.11 venv (rules in ruff.toml); offline once installed.
+LINT_VENV := .venv-lint
+RUFF_VERSION := 0.16.9
+LINT_STAMP := $(LINT_VENV)/.installed-ruff-$(RUFF_VERSION)
+
 .PHONY: install install-peer test demo bench lint clean
 
 install: $(STAMP)
@@ -64,11 +69,22 @@ $(STAMP): $(REQUIREMENTS) setup.py
 test: install install-peer
 	DIFFUSION_TF_REQUIRE_PEER=1 $(PY) -m pytest -q tests
 
+lint: $(LINT_STAMP)
+	$(LINT_VENV)/bin/ruff check .
+
+$(LINT_STAMP):
+	@command -v "$(PYTHON311)" >/dev/null 2>&1 || { echo "error: Python 3.11 not found at '$(PYTHON311)'; ruff's venv needs it (PYTHON311=/path/to/python3.11)" >&2; exit 1; }
+	rm -rf $(LINT_VENV)
+	$(PYTHON311) -m venv $(LINT_VENV)
+	echo '*' > $(LINT_VENV)/.gitignore
+	$(LINT_VENV)/bin/python -m pip install -q --disable-pip-version-check ruff==$(RUFF_VERSION)
+	touch $(LINT_STAMP)
+
 demo: install
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf .venv .venv-tf2 $(PEER_VENV) build *.egg-info
+	rm -rf .venv .venv-tf2 $(PEER_VENV) $(LINT_VENV) build *.egg-info
 
 # Speed against PyTorch diffusers (docs/benchmarks.md); never part of `make test`. Creates .venv-peer (torch +
 # diffusers), .venv-tf2 (the library on TF 2.15, `make install STACK=tf2`) beside .venv (TF 1.15), waits for a quiet
