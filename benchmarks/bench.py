@@ -1,4 +1,5 @@
-"""Benchmark driver: diffusion_tf (ours, TF 2.15 and TF 1.15) against PyTorch diffusers (the peer) on the same DDPM work.
+"""Benchmark driver: diffusion_tf (ours, TF 2.15 and TF 1.15) against PyTorch diffusers (the peer) on the same DDPM
+work.
 
 Each case (a forward pass, a training step or a sampling run) starts one worker process per framework
 configuration, each with its own Python (worker_tf.py under a TF venv, worker_torch.py under .venv-peer). The workers

@@ -101,7 +101,8 @@ class GaussianDiffusionBase(samplers.SamplerMixin):
 
   def q_posterior_mean_variance(self, x_start, x_t, t):
     """Mean, variance and clipped log variance of the posterior q(x_{t-1} | x_t, x_0)   (DDPM eqs. 6-7):
-    mu~_t = beta_t sqrt(alphabar_{t-1}) / (1 - alphabar_t) x_0 + (1 - alphabar_{t-1}) sqrt(alpha_t) / (1 - alphabar_t) x_t,
+    mu~_t = beta_t sqrt(alphabar_{t-1}) / (1 - alphabar_t) x_0
+            + (1 - alphabar_{t-1}) sqrt(alpha_t) / (1 - alphabar_t) x_t,
     beta~_t = (1 - alphabar_{t-1}) / (1 - alphabar_t) beta_t.
     """
     assert x_start.shape.as_list() == x_t.shape.as_list()

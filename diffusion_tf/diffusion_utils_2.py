@@ -257,7 +257,7 @@ class GaussianDiffusion2(GaussianDiffusionBase):
     Returns total_bpd [B] = sum_t terms + prior, terms_bpd [B, T] (L_0 .. L_{T-1}), prior_bpd [B] (L_T), and
     mse [B, T], the squared error of the x_0 prediction at each t.
     """
-    (B, H, W, C), T = x_start.shape.as_list(), self.num_timesteps
+    (B, H, W, C), T = x_start.shape.as_list(), self.num_timesteps  # noqa: F841 (the shape contract, named)
 
     def _step(t_, cur_vals_bt_, cur_mse_bt_):
       assert t_.shape.as_list() == []

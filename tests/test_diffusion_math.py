@@ -5,7 +5,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from scipy import stats
 
-from diffusion_tf import diffusion_utils, diffusion_utils_2, nn, utils
+from diffusion_tf import diffusion_utils, utils
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule, normal_kl
 
 T = 50
@@ -309,7 +309,8 @@ def test_p_sample_matches_numpy_and_adds_no_noise_at_t0(var_type):
   z = rng.randn(*SHAPE).astype(np.float32)
   fn = lambda x_, t_: 0.5 * tf.tanh(x_)
   for t in [0, 1, 30]:
-    out, x0 = _run(lambda: d.p_sample(fn, x=tf.constant(x), t=tf.fill([3], t), noise_fn=lambda shape, dtype: tf.constant(z),
+    out, x0 = _run(lambda: d.p_sample(fn, x=tf.constant(x), t=tf.fill([3], t),
+                                      noise_fn=lambda shape, dtype: tf.constant(z),
                                       return_pred_xstart=True))
     want, want_x0 = _np_p_sample(d, var_type, x, t, 0.5 * np.tanh(x), z)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)

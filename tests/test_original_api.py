@@ -70,7 +70,7 @@ def _same_default(actual, node):
   expected = eval(compile(ast.Expression(node), '<listing>', 'eval'), {'tf': tf, 'int': int})
   if isinstance(expected, float) or isinstance(actual, float):
     return isinstance(actual, (int, float)) and not isinstance(actual, bool) and np.isclose(actual, expected)
-  return actual is expected or (type(actual) == type(expected) and actual == expected)
+  return actual is expected or (type(actual) is type(expected) and actual == expected)
 
 
 def _check_signature(fn, params_text, where):

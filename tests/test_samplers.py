@@ -1,8 +1,9 @@
 """Fast samplers (diffusion_tf/samplers.py): DDIM, PNDM and respaced ancestral DDPM.
 
 Checked against diffusers' DDIMScheduler / PNDMScheduler / DDPMScheduler (the fixture tests/data/scheduler_parity.npz,
-made by tools/make_scheduler_fixture.py in the peer venv with the same toy network eps(x, t) = tanh(x) + 0.01 t / T),
-against an independent numpy implementation of the respaced chain, against closed forms, and by identities between samplers.
+made by tests/data/make_scheduler_fixture.py in the peer venv with the same toy network
+eps(x, t) = tanh(x) + 0.01 t / T), against an independent numpy implementation of the respaced chain, against closed
+forms, and by identities between samplers.
 """
 
 import os

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Creates .venv-peer: a Python 3.11 venv with PyTorch (CPU) and diffusers, used only OFFLINE by tools
-# (tools/make_diffusers_fixture.py) and benchmarks to compare against the reference PyTorch implementation.
+# (tests/data/make_diffusers_fixture.py) and benchmarks to compare against the reference PyTorch implementation.
 # The product itself never imports torch. Idempotent: re-running checks the pins and installs only what is missing.
-# Usage (from the repository root):  bash tools/make_peer_venv.sh   [PYTHON311=/path/to/python3.11]
+# Usage (from the repository root):  bash tools/make_peer_venv.sh   [PYTHON311=/path/to/python3.11] [VENV=.venv-peer]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON311="${PYTHON311:-$(command -v python3.11 || true)}"
-VENV=.venv-peer
+VENV="${VENV:-.venv-peer}"
 # torch 2.13.0 has a CPU wheel on the local disk; a newer or unpinned torch would pull a multi-GB CUDA build.
 PINS=(torch==2.13.0 diffusers==0.42.1 safetensors==0.8.0 numpy==2.4.6)
 if [ -z "$PYTHON311" ] || ! "$PYTHON311" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then

@@ -233,7 +233,8 @@ def make_reproduce_command(script, sample_command):
       len(images), features, extractor.graph_sha256[:12], ', '.join(path for _, path in refs.values())))
     result_metrics = measure(images, extractor, refs, num_splits=num_splits)
     if bpd:
-      worker = SimpleEvalWorker(tpu_name=None, model_constructor=lambda: script.load_model(_kwargs_of(script, sampling), ds),
+      worker = SimpleEvalWorker(tpu_name=None,
+                                model_constructor=lambda: script.load_model(_kwargs_of(script, sampling), ds),
                                 total_bs=batch_size if ds.num_eval_examples >= batch_size else ds.num_eval_examples,
                                 dataset=ds, num_gpus=num_gpus)
       bpd_path = worker.run(mode='bpd_eval', logdir=out_dir, load_ckpt=sampling['checkpoint'], ema=ema,

@@ -5,10 +5,10 @@
                      when several GPUs are used (a MultiWorkerMirroredStrategy over the machines of a cluster that
                      the TF_CONFIG environment variable describes). Adam (or RMSProp) with a linear warm-up and
                      gradient clipping (each replica's gradient clipped at grad_clip, then averaged, as in the
-                     original), an EMA of the weights (decay 0.9999) updated after every step, summaries train/loss, gnorm, pnorm
-                     and lr. An existing model_dir is resumed from its latest readable checkpoint; a NaN/inf loss
-                     stops the run with an error naming the step, without updating the weights; SIGTERM/SIGINT
-                     save the current step and stop.
+                     original), an EMA of the weights (decay 0.9999) updated after every step, summaries train/loss,
+                     gnorm, pnorm and lr. An existing model_dir is resumed from its latest readable checkpoint; a
+                     NaN/inf loss stops the run with an error naming the step, without updating the weights;
+                     SIGTERM/SIGINT save the current step and stop.
   EvalWorker         watches a model_dir for checkpoints, samples with the EMA weights, and writes image grids and
                      the Inception Score / FID (against the training set and the test set if there is one).
 
@@ -720,7 +720,8 @@ def run_training(
   checkpoints, summaries and kwargs.json, and a worker on which no step finishes for `worker_timeout_secs` (a peer is
   missing or dead) stops with ClusterError.
   Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
-  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write, ClusterError when a worker is lost.
+  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write,
+  ClusterError when a worker is lost.
   """
   if model_dir is None:
     if log_dir is None or exp_name is None:

@@ -3,7 +3,7 @@
 Run ONCE, offline, in the peer venv (PyTorch + diffusers; the product never imports them):
 
   bash tools/make_peer_venv.sh
-  .venv-peer/bin/python tools/make_diffusers_fixture.py
+  .venv-peer/bin/python tests/data/make_diffusers_fixture.py
 
 Writes (about 1.5 MB in all):
   tests/data/diffusers_tiny/config.json                         diffusers config (DDPM architecture, 2 levels)
@@ -30,7 +30,7 @@ import torch
 import diffusers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT_DIR = os.path.join(HERE, '..', 'tests', 'data', 'diffusers_tiny')
+OUT_DIR = os.path.join(HERE, 'diffusers_tiny')
 
 # DDPM architecture as in google/ddpm-cifar10-32, scaled down: ch=32, ch_mult=(1,2), num_res_blocks=1,
 # attention at the second level (resolution 16/2 = 8). 32 groups, like the TF model's group norm.

@@ -3,7 +3,7 @@ tests/test_samplers.py to compare diffusion_tf's samplers against.
 
 Runs in the peer venv (Python 3.11, torch, diffusers; see tools/make_peer_venv.sh), from the repository root:
 
-  bash tools/make_peer_venv.sh && .venv-peer/bin/python tools/make_scheduler_fixture.py
+  bash tools/make_peer_venv.sh && .venv-peer/bin/python tests/data/make_scheduler_fixture.py
 
 Setting: T = 1000 linear betas 1e-4..0.02 (diffusers' 'linear', the DDPM paper's), samples of SHAPE, and the toy
 network eps(x, t) = tanh(x) + 0.01 t / T (deterministic, so the TF test can evaluate the same function). Every

@@ -1,0 +1,81 @@
+"""Smoke test of the demo (scripts/demo.py, what `make demo` runs): seconds of training with small T, in process.
+
+Checks that every output the demo promises exists and makes sense: images decode to the tiled shape of the
+requested number of samples, the samples are uint8 in [0, 255], the loss, bits/dim and quality numbers are finite
+and in their valid ranges, the checkpoint of the last step is written, and summary.json agrees with the files.
+"""
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+from PIL import Image
+
+import helpers_scripts
+
+NUM_SAMPLES = 4  # tiled 2 x 2: (8 + 2) * 2 - 2 = 18 pixels a side
+T = 50  # the demo samples with DDIM-50, which needs T >= 50
+
+
+def _png(path):
+  with Image.open(path) as img:
+    assert img.format == 'PNG'
+    return np.asarray(img)
+
+
+def test_demo_outputs_exist_and_make_sense(tmp_path, capsys):
+  demo = helpers_scripts.load_script('demo')
+  out_dir = tmp_path / 'demo_output'
+  demo.main(out_dir=str(out_dir), train_secs=3, num_samples=NUM_SAMPLES, bpd_images=2, quality_samples=16,
+            num_diffusion_timesteps=T, warmup=5, save_summary_steps=1, log_every_steps=1000)
+  printed = capsys.readouterr().out
+  run_dir, = glob.glob(str(out_dir / '*'))
+  assert '== done in' in printed and run_dir in printed
+
+  summary = json.load(open(os.path.join(run_dir, 'summary.json')))
+  assert summary['config']['num_diffusion_timesteps'] == T
+  assert summary['steps'] >= 1
+  for key in ('final_loss', 'test_bits_per_dim', 'test_prior_bits_per_dim'):
+    assert math.isfinite(summary[key]) and summary[key] >= 0, (key, summary[key])
+
+  # the checkpoint of the last training step, which sample / simple_eval read
+  model_dir = os.path.join(run_dir, 'model')
+  assert summary['model_dir'] == model_dir
+  assert helpers_scripts.checkpoint_steps(model_dir)[-1] == summary['steps']
+
+  # samples: uint8 [N, 8, 8, 3], and the PNGs are their tiles at native size and 4x
+  samples = np.load(os.path.join(run_dir, 'samples.npz'))['arr_0']
+  assert samples.shape == (NUM_SAMPLES, 8, 8, 3) and samples.dtype == np.uint8
+  tiled = _png(os.path.join(run_dir, 'samples.png'))
+  assert tiled.shape[:2] == (18, 18) and tiled.dtype == np.uint8
+  np.testing.assert_array_equal(tiled[:8, :8], samples[0])
+  big = _png(os.path.join(run_dir, 'samples_x4.png'))
+  assert big.shape[:2] == (72, 72)
+  np.testing.assert_array_equal(big[::4, ::4], tiled)
+  data = _png(os.path.join(run_dir, 'data.png'))
+  assert data.shape[:2] == (72, 72) and data.min() < 64 and data.max() > 192  # real digits: dark and bright
+
+  # loss curve: finite positive values, one per summary step, the last one in summary.json
+  lines = open(os.path.join(run_dir, 'loss.csv')).read().splitlines()
+  assert lines[0] == 'step,loss' and len(lines) >= 2
+  steps, losses = zip(*[(int(s), float(v)) for s, v in (line.split(',') for line in lines[1:])])
+  assert list(steps) == sorted(set(steps))
+  assert all(math.isfinite(v) and v > 0 for v in losses)
+  assert abs(losses[-1] - summary['final_loss']) < 1e-5
+  assert _png(os.path.join(run_dir, 'loss.png')).shape[:2] == (420, 720)
+
+  # bits/dim: per-image totals of T terms plus the prior; their mean is the number in summary.json
+  with np.load(os.path.join(run_dir, 'bpd.npz')) as bpd:
+    assert bpd['total_bpd'].shape == (2,) and bpd['terms_bpd'].shape == (2, T)
+    assert np.all(np.isfinite(bpd['terms_bpd'])) and np.all(bpd['prior_bpd'] >= 0)
+    np.testing.assert_allclose(bpd['total_bpd'], bpd['terms_bpd'].sum(1) + bpd['prior_bpd'], rtol=1e-4)
+    assert abs(float(bpd['total_bpd'].mean()) - summary['test_bits_per_dim']) < 1e-4
+
+  # digits-IS in [1, 10 classes], digits-FID >= 0, for the samples and the held-out real digits
+  assert os.path.exists(os.path.join(run_dir, 'quality', 'table.md'))
+  for name, q in summary['digits_quality'].items():
+    assert 1 - 1e-6 <= q['inception_score'] <= 10 + 1e-6, (name, q)
+    assert all(math.isfinite(q[k]) and q[k] >= -1e-6 for k in ('fid_train', 'fid_test')), (name, q)
+  assert summary['digits_quality']['samples_ddim50']['num_samples'] == 16
