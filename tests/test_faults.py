@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # real processes and whole training runs (pytest.
 
 TINY = ['--dataset=digits', '--resolution=8', '--model_name=tiny', '--num_diffusion_timesteps=10', '--total_bs=4',
         '--warmup=2', '--dropout=0', '--randflip=0']
-TIMEOUT = 300  # seconds, for every subprocess
+TIMEOUT = 600  # seconds, for every subprocess (TF 2.15 takes minutes to start training on a busy machine)
 
 
 def _train_argv(model_dir, *extra):
