@@ -30,6 +30,8 @@ import zipfile
 
 import numpy as np
 
+from .errors import CheckpointError
+
 EMA_SUFFIX = '/ExponentialMovingAverage'
 CONFIG_NAME = 'config.json'
 SAFETENSORS_NAME = 'diffusion_pytorch_model.safetensors'
@@ -40,10 +42,6 @@ DIFFUSERS_VERSION = '0.42.1'
 # The hyper-parameters of our unet.model() that the weights determine, plus the image size.
 UnetHParams = collections.namedtuple(
   'UnetHParams', ['ch', 'ch_mult', 'num_res_blocks', 'attn_resolutions', 'resolution', 'in_ch', 'out_ch'])
-
-
-class CheckpointError(ValueError):
-  """A checkpoint or config that cannot be read or does not match the DDPM U-Net; the message says why."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -680,7 +678,7 @@ def write_tf_checkpoint(path, arrays, *, global_step=0, with_ema=True, basename=
 
 def read_tf_checkpoint(path):
   """A TF checkpoint (prefix, or a directory: its latest checkpoint) -> OrderedDict name -> np.ndarray."""
-  import tensorflow.compat.v1 as tf
+  import tensorflow.compat.v1 as tf  # imported here: the numpy-only functions above must not need TF
   from .tpu_utils import checkpoint_recovery  # needs TF too: imported with it
 
   if os.path.isdir(path):  # its newest readable checkpoint; unreadable newer ones are moved aside with a warning

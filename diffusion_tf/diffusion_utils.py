@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from . import nn
-from .diffusion_core import GaussianDiffusionBase, noise_like, step_noise_like  # noqa: F401 (noise_like: API)
+from .diffusion_core import GaussianDiffusionBase
+from .noise import noise_like, step_noise_like  # noqa: F401 (noise_like: API)
 from .diffusion_utils_2 import get_beta_schedule, normal_kl  # noqa: F401 (the original's names in this module)
 
 LOSS_TYPES = ('noisepred',)

@@ -19,6 +19,8 @@ import inspect
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from .noise import step_noise_like
+
 SAMPLERS = ('ddpm', 'ddim', 'pndm')
 SKIP_TYPES = ('uniform', 'quad')
 DEFAULT_FAST_STEPS = 50  # num_inference_steps of ddim / pndm when not given (diffusers' pipelines use 50 too)
@@ -311,7 +313,6 @@ class SamplerMixin:
     """The noise of step k: step_noise[k], or a fresh noise_fn draw made after x_k exists so draws follow the steps."""
     if step_noise is not None:
       return step_noise[k]
-    from .diffusion_core import step_noise_like  # diffusion_core imports this module
     noise = step_noise_like(x, noise_fn)
     assert noise.shape.as_list() == list(shape)
     return noise

@@ -26,7 +26,7 @@ script_utils.quiet_tensorflow()
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-from diffusion_tf.diffusion_core import step_noise_like  # noqa: E402
+from diffusion_tf.noise import step_noise_like  # noqa: E402
 from diffusion_tf.diffusion_utils import GaussianDiffusion, LOSS_TYPES, get_beta_schedule  # noqa: E402
 from diffusion_tf.models import unet  # noqa: E402
 from diffusion_tf.tpu_utils import datasets, editing, tpu_utils  # noqa: E402

@@ -18,8 +18,11 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .. import utils
+from ..utils import save_npz_atomic, to_uint8
 from . import tpu_utils
-from .script_utils import build_seeded_samples, run_seeded, save_npz_atomic, to_uint8
+from .flags import check_choice, check_int
+from .paths import check_writable_dir
+from .seeded_sampling import build_seeded_samples, run_seeded
 
 MODES = ('bpd_train', 'bpd_eval', 'progressive_samples')
 _BPD_KEYS = ('total_bpd', 'terms_bpd', 'prior_bpd', 'mse')
@@ -70,7 +73,6 @@ class SimpleEvalWorker:
                                seed=0):
     """num_samples samples with their x_0 predictions, in parts of batches_per_flush batches (see the module
     docstring); parts that exist are kept (a rerun continues). Returns the parts' paths."""
-    from .script_utils import check_int
     check_int('num_samples', num_samples)
     check_int('batches_per_flush', batches_per_flush)
     tf.io.gfile.makedirs(samples_dir)
@@ -174,8 +176,6 @@ class SimpleEvalWorker:
           num_samples=50000):
     """mode bpd_train, bpd_eval or progressive_samples on one checkpoint: load_ckpt relative to logdir as in the
     original (model.ckpt-N), a prefix, or (None) the latest. Outputs in logdir/simple_eval (module docstring)."""
-    from .script_utils import check_choice, check_int
-    from .paths import check_writable_dir
     check_choice('mode', mode, MODES)
     check_int('max_batches', max_batches, allow_none=True)
     check_int('num_samples', num_samples)

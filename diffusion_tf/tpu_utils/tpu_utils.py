@@ -17,6 +17,7 @@ computation over them (`Distribution.replicate`), and reading and writing kwargs
 """
 
 import collections
+import datetime
 import functools
 import json
 import os
@@ -27,13 +28,17 @@ import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tensorflow.python.client import device_lib
 from tensorflow.python.tpu import tpu_function
 from tensorflow.python.tpu.ops import tpu_ops
 
 from .. import inception
 from .. import compat, provenance, utils
-from . import checkpoint_recovery, classifier_metrics_numpy, preemption, run_lock, tpu_summaries
-from .paths import is_url
+from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError  # noqa: F401 (also the API's names)
+from ..utils import save_npz_atomic, to_uint8, write_json_atomic
+from . import checkpoint_recovery, classifier_metrics_numpy, fid_stats, preemption, run_lock, tpu_summaries
+from .paths import check_writable_dir, is_url
+from .seeded_sampling import build_seeded_samples, run_seeded
 
 # The original's names for the Inception graph and the data scaling (defined in diffusion_tf/inception.py and utils.py).
 INCEPTION_URL = inception.INCEPTION_URL
@@ -56,30 +61,6 @@ def __dir__():
 EMA_SUFFIX = '/ExponentialMovingAverage'
 _NONFINITE_MARKER = 'non-finite training loss at step'
 
-
-class UsageError(ValueError):
-  """A bad flag, path or input; scripts print its message as one line and exit with a non-zero status."""
-
-
-class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN or inf loss; the weights of the failing step were not applied."""
-
-  def __init__(self, step, loss, model_dir=None):
-    self.step, self.loss = step, loss
-    last = latest_checkpoint(model_dir) if model_dir else None
-    super().__init__('the training loss is {} at step {}; training stopped before applying that step{}'.format(
-      loss, step, '; the last good checkpoint is {}'.format(last) if last else ''))
-
-
-class TrainingStopped(RuntimeError):
-  """Training stopped on SIGTERM or SIGINT after saving the current step; `exit_code` is 128 + the signal number."""
-
-  def __init__(self, signal_name, signum, step, ckpt):
-    self.exit_code = 128 + signum
-    super().__init__('training stopped by {} at step {}: saved {}; rerun the same command to resume from it'.format(
-      signal_name, step, ckpt))
-class ClusterError(RuntimeError):
-  """Multi-worker training lost a worker (it never joined, died or cannot be reached)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -275,6 +256,24 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
     print(warning, file=sys.stderr)
 
 
+def find_train_kwargs(model_dir, ckpt):
+  """(kwargs, path of kwargs.json) of the run that wrote checkpoint `ckpt`: from model_dir, else from the checkpoint's
+  directory; (None, None) when neither has a kwargs.json (a released or converted checkpoint)."""
+  for d in [model_dir, os.path.dirname(ckpt)]:
+    if d and tf.io.gfile.exists(os.path.join(d, KWARGS_FILE)):
+      return load_train_kwargs(d), os.path.join(d, KWARGS_FILE)
+  return None, None
+
+
+def open_restored_session(dist, ckpt, ema):
+  """A session of `dist` on the current graph with its local variables initialized and its weights restored from
+  `ckpt` (the EMA weights if `ema`)."""
+  sess = dist.session()
+  sess.run(tf.local_variables_initializer())
+  restore_weights(sess, ckpt, ema=ema)
+  return sess
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Devices
 
@@ -374,7 +373,6 @@ def cluster_from_tf_config(value):
 
 
 def _count_local_gpus():
-  from tensorflow.python.client import device_lib
   return sum(1 for d in device_lib.list_local_devices() if d.device_type == 'GPU')
 
 
@@ -544,7 +542,7 @@ class _ProgressHook(tf.train.SessionRunHook):
   def after_run(self, run_context, run_values):
     loss, step = float(run_values.results['loss']), int(run_values.results['step'])
     if not np.isfinite(loss):
-      raise NonFiniteLossError(step, loss, self._model_dir)
+      raise NonFiniteLossError(step, loss, latest_checkpoint(self._model_dir))
     if step + 1 - self._last_step >= self._every or step + 1 >= self._max_steps:
       step = int(run_context.session.run(self._step_tensor))  # after this run's update
       now = time.time()
@@ -693,7 +691,6 @@ def make_tpu_config(iterations_per_loop):
 
 def make_model_dir(log_dir, exp_name, date_str=None):
   """{log_dir}/{date_str}/{exp_name} as in the original (date_str defaults to today, YYYY-MM-DD)."""
-  import datetime
   date_str = datetime.datetime.now().strftime('%Y-%m-%d') if date_str is None else date_str
   return os.path.join(log_dir, date_str, exp_name)
 
@@ -752,7 +749,6 @@ def run_training(
     raise UsageError('max_train_secs={} with a {} cluster: each worker would stop at its own time and leave the others '
                      'waiting; expected --max_steps instead'.format(max_train_secs, TF_CONFIG_VAR))
 
-  from .paths import check_writable_dir
   check_writable_dir(model_dir, 'model_dir')
   # one trainer per run directory (in a cluster, the chief holds it for all workers); released after training (a
   # flock, so also when this process dies)
@@ -886,7 +882,7 @@ def run_training(
     parsed = _parse_nonfinite_error(e)
     if parsed is None:
       raise
-    raise NonFiniteLossError(parsed[0], parsed[1], model_dir) from None
+    raise NonFiniteLossError(parsed[0], parsed[1], latest_checkpoint(model_dir)) from None
   except tf.errors.OpError as e:
     _raise_if_write_failure(e, model_dir)
     raise
@@ -1066,7 +1062,6 @@ class EvalWorker:
     return out
 
   def _reference_stats(self):
-    from . import fid_stats
     refs = {}
     for key, name, input_fn, num, batch_size in self._reference_splits():
       count = dict(train=self.dataset.num_train_examples, test=self.dataset.num_eval_examples)[key]
@@ -1082,8 +1077,6 @@ class EvalWorker:
   def _metrics(self, samples, refs):
     """The metrics of samples [n, H, W, 3] (floats in [-1, 1]) against the reference statistics, under the
     original's names (without the eval_ema/eval prefix), plus the 10-split IS."""
-    from . import classifier_metrics_numpy as metrics
-    from . import fid_stats
     assert samples.dtype in (np.float32, np.float64), samples.dtype  # never rounded before the Inception graph
     n = len(samples)
     moments, logits = fid_stats.RunningMoments(), []
@@ -1093,20 +1086,20 @@ class EvalWorker:
       logits.append(batch_logits)
     mu, sigma = moments.mean_and_covariance()
     logits = np.concatenate(logits)
-    is_mean, is_std = metrics.inception_score_mean_std(logits, num_splits=min(10, n))
-    out = {'samples/inception{}'.format(n): metrics.classifier_score_from_logits(logits),
+    is_mean, is_std = classifier_metrics_numpy.inception_score_mean_std(logits, num_splits=min(10, n))
+    out = {'samples/inception{}'.format(n): classifier_metrics_numpy.classifier_score_from_logits(logits),
            'samples/inception{}_10splits'.format(n): is_mean,
            'samples/inception{}_10splits_std'.format(n): is_std}
     for key, (stats, path) in refs.items():
       tag = 'trainfid' if key == 'train' else 'fid'
-      out['samples/{}{}'.format(tag, n)] = metrics.frechet_distance(stats['mu'], stats['sigma'], mu, sigma)
+      out['samples/{}{}'.format(tag, n)] = classifier_metrics_numpy.frechet_distance(
+        stats['mu'], stats['sigma'], mu, sigma)
       if stats.get('inception_score') is not None:
         out['real_inception_score_train' if key == 'train' else 'real_inception_score'] = stats['inception_score']
     return out
 
   # -- sampling
   def _build(self):
-    from .script_utils import build_seeded_samples
     model = self.model_constructor()
     assert isinstance(model, Model)
     outputs, noises = build_seeded_samples(
@@ -1116,7 +1109,6 @@ class EvalWorker:
 
   def _sample(self, sess, samples, noises, seed):
     """num_inception_samples float32 samples in (about) [-1, 1], as the model produced them."""
-    from .script_utils import run_seeded
     out, num_batches = [], -(-self.num_inception_samples // self.total_bs)
     t0 = time.time()
     for b in range(num_batches):
@@ -1131,8 +1123,6 @@ class EvalWorker:
     load_ckpt: one checkpoint, named relative to logdir as in the original (model.ckpt-790000), or a prefix or
     directory; implies once. samples_dir: where dump_samples_only writes its .npz (default logdir/eval).
     """
-    from .script_utils import save_npz_atomic, to_uint8, write_json_atomic
-    from .paths import check_writable_dir
     if load_ckpt is not None:
       load_ckpt = resolve_load_ckpt(logdir, load_ckpt)
       once = True
