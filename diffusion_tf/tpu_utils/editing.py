@@ -16,7 +16,7 @@ from PIL import Image
 
 from .. import utils
 from ..errors import UsageError
-from . import flags, tpu_utils
+from . import devices, flags, run_dir
 from .paths import check_writable_dir
 
 
@@ -56,8 +56,8 @@ def _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides):
                        '--model_name'.format(', '.join('--' + k for k in unknown)))
   if model_dir is None and checkpoint is None:
     raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
-  ckpt = tpu_utils.resolve_checkpoint(checkpoint or model_dir)
-  kwargs, kwargs_path = tpu_utils.find_train_kwargs(model_dir, ckpt)
+  ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
+  kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
   if kwargs is None:
     kwargs = dict(train_defaults)
     print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
@@ -119,8 +119,8 @@ def make_interpolate_command(script):
       model = script.load_model(kwargs, ds_info)
       dummy = tf.zeros([1] + ds_info.image_shape, tf.float32)
       out = model.interpolate_fn(dummy, tf.zeros([1], tf.int32))
-      dist = tpu_utils.choose_distribution(num_gpus=None)
-      with tpu_utils.open_restored_session(dist, ckpt, ema) as sess:
+      dist = devices.choose_distribution(num_gpus=None)
+      with run_dir.open_restored_session(dist, ckpt, ema) as sess:
         feed = {out['x1']: utils.normalize_data(x1[None].astype(np.float32)),
                 out['x2']: utils.normalize_data(x2[None].astype(np.float32)), out['t']: t}
         mixed = [sess.run(out['x_interp'], {**feed, out['lam']: lam})[0] for lam in lams]
@@ -129,7 +129,7 @@ def make_interpolate_command(script):
     utils.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
     utils.save_tiled_imgs(os.path.join(out_dir, 'interpolation.png'), row, num_col=len(row))
     utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=tpu_utils.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
       image1=os.path.abspath(str(image1)), image2=os.path.abspath(str(image2)), t=t, lambdas=lams.tolist(),
       seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'interpolation.png')))
@@ -175,8 +175,8 @@ def make_trajectory_command(script):
       dummy = tf.zeros([num_samples] + ds_info.image_shape, tf.float32)
       out = model.samples_fn_denoising_trajectory(dummy, tf.zeros([num_samples], tf.int32),
                                                   repeat_noise_steps=repeat_noise_steps)
-      dist = tpu_utils.choose_distribution(num_gpus=None)
-      with tpu_utils.open_restored_session(dist, ckpt, ema) as sess:
+      dist = devices.choose_distribution(num_gpus=None)
+      with run_dir.open_restored_session(dist, ckpt, ema) as sess:
         times, imgs = sess.run([out['denoising_trajectory_times'], out['denoising_trajectory_images']])
     assert imgs.shape == (T + 1, num_samples, *ds_info.image_shape), imgs.shape
     frames = trajectory_frames(T, num_frames)
@@ -185,7 +185,7 @@ def make_trajectory_command(script):
     utils.save_tiled_imgs(os.path.join(out_dir, 'trajectory.png'), seq.reshape(-1, *seq.shape[2:]),
                           num_col=len(frames))
     utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=tpu_utils.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
       num_samples=num_samples, frames=frames.tolist(), times=times[frames].tolist(),
       repeat_noise_steps=repeat_noise_steps, seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'trajectory.png')))

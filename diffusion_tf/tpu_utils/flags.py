@@ -9,7 +9,7 @@ import numpy as np
 
 from ..diffusion_utils_2 import BETA_SCHEDULES
 from ..errors import UsageError
-from ..samplers import SAMPLERS  # noqa: F401 (a setting's vocabulary, checked here)
+from ..sampler_schedules import SAMPLERS  # noqa: F401 (a setting's vocabulary, checked here)
 
 IMAGE_SIZES = {'cifar10': 32, 'celebahq256': 256, 'lsun': 256, 'digits': 32}
 OUTPUT_TYPES = ('png', 'npz')

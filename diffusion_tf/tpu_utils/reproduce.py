@@ -16,7 +16,7 @@ import numpy as np
 from .. import inception, utils
 from ..errors import UsageError
 from . import classifier_metrics_numpy as metrics
-from . import datasets, fid_stats, flags, tpu_utils
+from . import datasets, evaluation, fid_stats, flags, run_dir
 from .digits_classifier import DigitsClassifier
 from .paths import check_writable_dir
 from .simple_eval_worker import SimpleEvalWorker
@@ -63,7 +63,7 @@ def real_images(ds, split):
     input_fn, count = ds.train_one_pass_input_fn, ds.num_train_examples
   else:
     input_fn, count = ds.eval_input_fn, ds.num_eval_examples
-  return np.concatenate(list(tpu_utils.iterate_real_images(input_fn, count)))
+  return np.concatenate(list(evaluation.iterate_real_images(input_fn, count)))
 
 
 def reference_stats(ds, extractor, stats_dir, *, stats_name=None):
@@ -77,7 +77,7 @@ def reference_stats(ds, extractor, stats_dir, *, stats_name=None):
     num = None if (count and count <= 50000) else 50000
     refs[split] = fid_stats.get_or_compute_statistics(
       stats_dir, dataset=stats_name, split=split, extractor=extractor, num_samples=num,
-      batches_fn=lambda input_fn=input_fn, count=count: tpu_utils.iterate_real_images(input_fn, count))
+      batches_fn=lambda input_fn=input_fn, count=count: evaluation.iterate_real_images(input_fn, count))
   return refs
 
 
@@ -227,7 +227,7 @@ def make_reproduce_command(script, sample_command):
         images = images[:num_samples]
 
     # -- the numbers
-    stats_dir = stats_dir or tpu_utils.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
+    stats_dir = stats_dir or evaluation.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
     refs = reference_stats(ds, extractor, stats_dir)
     print('measuring {} images with {} ({}) against {}'.format(
       len(images), features, extractor.graph_sha256[:12], ', '.join(path for _, path in refs.values())))
@@ -261,5 +261,5 @@ def make_reproduce_command(script, sample_command):
 def _kwargs_of(script, sampling):
   """The training kwargs a sample dump was drawn with (its kwargs.json, else the script's defaults) + overrides."""
   path = sampling.get('kwargs_json')
-  kwargs = tpu_utils.load_train_kwargs(os.path.dirname(path)) if path else flags.default_kwargs(script.train_fn)
+  kwargs = run_dir.load_train_kwargs(os.path.dirname(path)) if path else flags.default_kwargs(script.train_fn)
   return dict(kwargs, **(sampling.get('overrides') or {}))

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .. import provenance, samplers, utils
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic  # noqa: F401 (also the scripts' names)
-from . import sample_shards, tpu_utils
+from . import devices, evaluation, run_dir, sample_shards, training
 from .cli import quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
 from .flags import (  # noqa: F401 (the scripts' names)
   IMAGE_SIZES, OPTIMIZERS, OUTPUT_TYPES, SAMPLERS, DatasetInfo, check_beta_schedule, check_bool, check_choice,
@@ -109,8 +109,8 @@ def make_sample_command(script):
 
     if model_dir is not None and not tf.io.gfile.isdir(model_dir):
       raise UsageError('model_dir={!r} does not exist; expected a training run directory'.format(model_dir))
-    ckpt = tpu_utils.resolve_checkpoint(checkpoint or model_dir)
-    kwargs, kwargs_path = tpu_utils.find_train_kwargs(model_dir, ckpt)
+    ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
+    kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
     if kwargs is None:
       kwargs = dict(train_defaults)
       print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
@@ -126,7 +126,7 @@ def make_sample_command(script):
     if sampler != 'ddpm':
       num_inference_steps = resolved_steps
     ds_info = DatasetInfo(image_size_of(kwargs))
-    step = tpu_utils.checkpoint_step(ckpt)
+    step = run_dir.checkpoint_step(ckpt)
 
     steps_tag = '' if num_inference_steps is None else str(num_inference_steps)
     eta_tag = '_eta{:g}'.format(eta) if sampler == 'ddim' else ''
@@ -153,7 +153,7 @@ def make_sample_command(script):
       raise UsageError('{} already holds {}; sample dumps never overwrite: choose another --out_dir or move the '
                          'old files away'.format(out_dir, ', '.join(existing)))
     check_writable_dir(out_dir, 'out_dir')
-    dist = tpu_utils.choose_distribution(num_gpus=num_gpus)
+    dist = devices.choose_distribution(num_gpus=num_gpus)
     batch_size = min(batch_size, num_samples) if progressive else batch_size
     dist.check_batch_size(batch_size, 'batch_size')
     if shard and shard[1] > -(-num_samples // batch_size):
@@ -214,7 +214,7 @@ def _dump_samples(script, kwargs, ds_info, ckpt, ema, num_samples, batch_size, s
           dummy, y, noise_fn=noise_fn, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
           use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
       outputs, noises = build_seeded_samples(dist, batch_size, ds_info.image_shape, sample_fn)
-      with tpu_utils.open_restored_session(dist, ckpt, ema) as sess:
+      with run_dir.open_restored_session(dist, ckpt, ema) as sess:
         for b in tqdm(todo, desc='batches', unit='batch', file=sys.stdout, dynamic_ncols=True):
           images = to_uint8(run_seeded(sess, outputs['samples'], noises, seed, b))
           save_npz_atomic(shard_path(b), arr_0=images)
@@ -255,7 +255,7 @@ def _progressive(script, kwargs, ds_info, ckpt, ema, batch_size, seed, out_dir, 
     outputs, noises = build_seeded_samples(
       dist, batch_size, ds_info.image_shape,
       lambda dummy, y, noise_fn: model.progressive_samples_fn(dummy, y, noise_fn=noise_fn))
-    with tpu_utils.open_restored_session(dist, ckpt, ema) as sess:
+    with run_dir.open_restored_session(dist, ckpt, ema) as sess:
       out = run_seeded(sess, outputs, noises, seed, 0)
   # slot k of progressive_samples is the x_0 prediction at t = k * freq: reverse it to follow the chain from noise
   seq = np.concatenate([out['progressive_samples'][:, ::-1], out['samples'][:, None]], axis=1)  # [B, K + 1, H, W, C]
@@ -271,7 +271,7 @@ def _progressive(script, kwargs, ds_info, ckpt, ema, batch_size, seed, out_dir, 
 # `train` and `evaluation`: what the three scripts share once their own flags are checked and their data is found
 
 def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_start_from=None):
-  """tpu_utils.run_training with a script's checked train() kwargs; `exp_name` is the run's full name, to which a
+  """training.run_training with a script's checked train() kwargs; `exp_name` is the run's full name, to which a
   non-default EMA decay and image size are appended. kwargs (with the image size) become the run's kwargs.json."""
   if kwargs.get('bucket_name_prefix') is not None and kwargs.get('tpu_name') is None:
     print('--bucket_name_prefix without --tpu_name: training on this machine\'s devices with paths in {} (the '
@@ -281,7 +281,7 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     exp_name += '_ema{}'.format(kwargs['ema_decay'])
   if kwargs.get('resolution') is not None:
     exp_name += '_res{}'.format(kwargs['resolution'])
-  return tpu_utils.run_training(
+  return training.run_training(
     date_str=kwargs['date_str'],
     exp_name=exp_name,
     model_dir=paths.resolve(kwargs['model_dir']),
@@ -314,7 +314,7 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
 def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
                  num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs, timeout_secs,
                  seed, stats_name=None, samples_dir=None, full_reference_sets=False, limit_dataset_size=0):
-  """A script's `evaluation` once its model_dir, dataset and statistics directory are known: tpu_utils.EvalWorker.
+  """A script's `evaluation` once its model_dir, dataset and statistics directory are known: evaluation.EvalWorker.
 
   load_ckpt is relative to model_dir as in the original (model.ckpt-N), or a prefix or directory; samples_dir
   receives --dump_samples_only's .npz; full_reference_sets: reference statistics of every image of the splits
@@ -322,8 +322,8 @@ def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dum
   """
   check_bool('full_reference_sets', full_reference_sets)
   if load_ckpt is not None:
-    load_ckpt = tpu_utils.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve)
-  worker = tpu_utils.EvalWorker(
+    load_ckpt = run_dir.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve)
+  worker = evaluation.EvalWorker(
     tpu_name=tpu_name,
     model_constructor=model_constructor,
     total_bs=total_bs,
