@@ -1,12 +1,13 @@
 """The package's layout: dependencies run one way (no import cycle, the library never imports the command line),
-imports sit at the top of files, and modules stay small enough to read. Read from the source with ast; nothing is
-imported."""
+imports sit at the top of files, modules stay small enough to read, and errors have one home and one way out. Read
+from the source with ast."""
 
 import ast
 import os
 
 import pytest
 
+from diffusion_tf import errors  # pure Python: imports nothing else of the project
 from helpers_scripts import REPO, SCRIPTS
 
 PACKAGE = 'diffusion_tf'
@@ -164,3 +165,37 @@ def test_long_modules_say_why(module):
     doc = ast.get_docstring(_parse(path)) or ''
     assert LONG_MODULE_MARK in doc, '{} has {} lines; split it by job, or say in its docstring why it is one module ' \
                                     '("{} because ...")'.format(os.path.relpath(path, REPO), num_lines, LONG_MODULE_MARK)
+
+
+def _exception_classes(path):
+  """[(class name, line)] of the classes in a file that derive directly from a built-in exception."""
+  builtin = {'Exception', 'ValueError', 'RuntimeError', 'OSError', 'IOError', 'KeyError', 'TypeError'}
+  return [(node.name, node.lineno) for node in ast.walk(_parse(path)) if isinstance(node, ast.ClassDef) and any(
+    isinstance(base, ast.Name) and base.id in builtin for base in node.bases)]
+
+
+def test_errors_live_in_one_module_with_one_base_class():
+  scripts = [os.path.join(SCRIPTS, name) for name in os.listdir(SCRIPTS) if name.endswith('.py')]
+  elsewhere = ['{}:{} {}'.format(os.path.relpath(path, REPO), line, name)
+               for path in list(MODULES.values()) + scripts if path != MODULES['diffusion_tf.errors']
+               for name, line in _exception_classes(path)]
+  assert not elsewhere, elsewhere
+  classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)]
+  assert len(classes) >= 9 and all(issubclass(c, errors.Error) for c in classes), classes
+  assert errors.Error.__bases__ == (Exception,)
+
+
+def test_every_command_line_reports_errors_through_run_cli():
+  """One place turns an error into `error: ...` and the exit status: cli.run_cli. No script catches errors to print
+  them itself."""
+  for name in sorted(os.listdir(SCRIPTS)):
+    if not name.endswith('.py'):
+      continue
+    tree = _parse(os.path.join(SCRIPTS, name))
+    calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and
+             isinstance(node.func, ast.Attribute)}
+    assert 'run_cli' in calls, '{} does not run its command through cli.run_cli'.format(name)
+    assert 'Fire' not in calls, '{} calls fire.Fire itself'.format(name)
+    handlers = [node for node in ast.walk(tree) if isinstance(node, ast.ExceptHandler) and any(
+      isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == 'exit' for n in ast.walk(node))]
+    assert not handlers, '{}:{} exits from an except clause'.format(name, handlers[0].lineno)

@@ -16,7 +16,8 @@ from .. import errors
 def run_cli(commands, argv=None, name=None):
   """fire.Fire(commands) with bad input reported as one `error: ...` line on stderr and exit status 1.
 
-  Expected errors are our own error types, ValueErrors (the dataset code reports missing or malformed data
+  The one place where an error becomes a command line's `error:` line and exit status. Expected errors are the
+  project's (diffusion_tf.errors.Error), ValueErrors (the dataset code reports missing or malformed data
   with them) and OSErrors of a write without space or rights (a full disk, a read-only file system); set
   DIFFUSION_TF_DEBUG=1 for the full traceback.
   """
