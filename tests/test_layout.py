@@ -199,3 +199,16 @@ def test_every_command_line_reports_errors_through_run_cli():
     handlers = [node for node in ast.walk(tree) if isinstance(node, ast.ExceptHandler) and any(
       isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == 'exit' for n in ast.walk(node))]
     assert not handlers, '{}:{} exits from an except clause'.format(name, handlers[0].lineno)
+
+
+def test_no_script_imports_another_script():
+  """Shared code lives in the package. demo.py is the exception still to remove: it runs run_cifar.py's commands
+  in its own process (issue 15)."""
+  scripts = {name[:-len('.py')] for name in os.listdir(SCRIPTS) if name.endswith('.py')}
+  bad = []
+  for name in sorted(scripts - {'demo'}):
+    for node in ast.walk(_parse(os.path.join(SCRIPTS, name + '.py'))):
+      imported = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                  [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      bad.extend('{}.py:{} imports {}'.format(name, node.lineno, i) for i in imported if i.split('.')[0] in scripts)
+  assert not bad, bad
