@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from . import nn
-from .diffusion_core import GaussianDiffusionBase, noise_like, step_noise_like  # noqa: F401 (noise_like: API)
+from .diffusion_core import GaussianDiffusionBase
+from .noise import noise_like, step_noise_like  # noqa: F401 (noise_like: API)
 from .diffusion_utils_2 import get_beta_schedule, normal_kl  # noqa: F401 (the original's names in this module)
 
 LOSS_TYPES = ('noisepred',)
@@ -78,6 +79,30 @@ class GaussianDiffusion(GaussianDiffusionBase):
       [noise_fn(shape=shape, dtype=tf.float32)])
     assert img_final.shape.as_list() == list(shape)
     return img_final
+
+  def p_sample_loop_progressive(self, denoise_fn, *, shape, noise_fn=tf.random_normal, include_xstartpred_freq=50):
+    """Generate samples as p_sample_loop and keep the clipped x_0 predictions every `include_xstartpred_freq` steps
+    (as GaussianDiffusion2.p_sample_loop_progressive): returns (samples [B, ...], xstartpreds [B, T // freq, ...]),
+    slot k holding the prediction at t = k * freq."""
+    assert isinstance(shape, (tuple, list))
+    B = shape[0]
+    num_recorded = self.num_timesteps // include_xstartpred_freq
+
+    def _step(i_, img_, xstartpreds_):
+      t = tf.fill([B], i_)
+      # one p_sample step (DDPM Algorithm 2), keeping its x_0 prediction
+      x_recon = tf.clip_by_value(self.predict_start_from_noise(img_, t=t, noise=denoise_fn(img_, t)), -1., 1.)
+      model_mean, _, model_log_variance = self.q_posterior(x_start=x_recon, x_t=img_, t=t)
+      sample = self._sample_from_mean(model_mean, model_log_variance, t, step_noise_like(img_, noise_fn))
+      insert_mask = tf.reshape(tf.cast(tf.equal(tf.floordiv(i_, include_xstartpred_freq), tf.range(num_recorded)),
+                                       tf.float32), [1, num_recorded] + [1] * (len(shape) - 1))
+      return [sample, insert_mask * x_recon[:, None] + (1. - insert_mask) * xstartpreds_]
+
+    samples, xstartpreds = self._reverse_loop(
+      _step, [noise_fn(shape=shape, dtype=tf.float32), tf.zeros([B, num_recorded] + list(shape[1:]))])
+    assert samples.shape.as_list() == list(shape)
+    assert xstartpreds.shape.as_list() == [B, num_recorded] + list(shape[1:])
+    return samples, xstartpreds
 
   def p_sample_loop_trajectory(self, denoise_fn, *, shape, noise_fn=tf.random_normal, repeat_noise_steps=-1):
     """Generate samples, returning the whole trajectory: times [T + 1] (T-1, ..., 0, -1) and imgs [T + 1, *shape]

@@ -8,7 +8,8 @@ import tensorflow.compat.v1 as tf
 
 from . import nn
 from . import utils
-from .diffusion_core import GaussianDiffusionBase, noise_like, step_noise_like  # noqa: F401 (noise_like: API)
+from .diffusion_core import GaussianDiffusionBase
+from .noise import noise_like, step_noise_like  # noqa: F401 (noise_like: API)
 
 MODEL_MEAN_TYPES = ('eps', 'xstart', 'xprev')
 MODEL_VAR_TYPES = ('fixedlarge', 'fixedsmall', 'learned')

@@ -33,6 +33,8 @@ import urllib.request
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from .errors import InceptionGraphError
+
 INCEPTION_URL = 'http://download.tensorflow.org/models/frozen_inception_v1_2015_12_05_v4.tar.gz'
 INCEPTION_FROZEN_GRAPH = 'inceptionv1_for_inception_score_tpu.pb'
 INCEPTION_INPUT = 'Mul:0'  # tfgan.eval.INCEPTION_INPUT: [B, 299, 299, 3] float32 in [-1, 1]
@@ -46,10 +48,6 @@ GRAPH_ENV_VAR = 'DIFFUSION_TF_INCEPTION_GRAPH'
 CACHE_ENV_VAR = 'DIFFUSION_TF_CACHE'
 
 InceptionGraph = collections.namedtuple('InceptionGraph', ['graph_def', 'path', 'sha256'])
-
-
-class InceptionGraphError(RuntimeError):
-  """The Inception graph is missing or unusable; the message says what to download and where to put it."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

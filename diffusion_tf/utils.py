@@ -2,12 +2,15 @@
 
 import contextlib
 import io
+import json
 import os
 import random
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
+
+from .errors import WriteError
 
 # The original read the GCS bucket's region here; it lives with the bucket layout, in tpu_utils/paths.py.
 from .tpu_utils.paths import get_gcp_region  # noqa: F401
@@ -201,10 +204,6 @@ def encode_png(img):
   return buf.getvalue()
 
 
-class WriteError(OSError):
-  """A file could not be written (no space left, no permission, a read-only file system); the message names it."""
-
-
 _WRITE_FAILURES = [('no space left', 'no space left on device'), ('disk quota', 'disk quota exceeded'),
                    ('read-only file system', 'read-only file system'), ('permission denied', 'permission denied')]
 
@@ -239,6 +238,23 @@ def atomic_write_bytes(filename, data: bytes):
 
 def write_png(filename, img):
   atomic_write_bytes(filename, encode_png(img))
+
+
+def to_uint8(x):
+  """Samples in [-1, 1] -> uint8 pixels: round((x + 1) * 127.5), clipped to {0..255}."""
+  return np.clip(np.round((np.asarray(x, np.float64) + 1.) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_npz_atomic(path, **arrays):
+  """np.savez to a temporary name in the same directory, then rename (never a half-written file)."""
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def write_json_atomic(path, obj):
+  """obj as indented JSON with sorted keys, written atomically."""
+  atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode('utf-8'))
 
 
 # ---------------------------------------------------------------------------------------------------------------

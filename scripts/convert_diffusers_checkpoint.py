@@ -16,12 +16,10 @@ hyper-parameters of our models/unet.model (ch, ch_mult, num_res_blocks, attn_res
 
 import json
 import os
-import sys
-
-import fire
 
 from diffusion_tf import checkpoints  # numpy only; TF is imported when a checkpoint is written or read
 from diffusion_tf import provenance
+from diffusion_tf.tpu_utils import cli
 
 
 def _hparams_text(hp):
@@ -80,12 +78,8 @@ def to_diffusers(ckpt, out, resolution, ema=True, prefix='model'):
 
 
 def main(argv=None):
-  """Runs the command in `argv` (default: sys.argv[1:]); a CheckpointError exits with status 2 and one line."""
-  try:
-    fire.Fire({'to_tf': to_tf, 'to_diffusers': to_diffusers}, command=argv)
-  except checkpoints.CheckpointError as e:
-    print('error: {}'.format(e), file=sys.stderr)
-    sys.exit(2)
+  """Runs the command in `argv` (default: sys.argv[1:]); an error exits with status 1 and one `error:` line."""
+  cli.run_cli({'to_tf': to_tf, 'to_diffusers': to_diffusers}, argv=argv, name='convert_diffusers_checkpoint.py')
 
 
 if __name__ == '__main__':

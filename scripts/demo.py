@@ -34,6 +34,9 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')
 
 import numpy as np  # noqa: E402
 
+from diffusion_tf.errors import UsageError  # noqa: E402
+from diffusion_tf.tpu_utils import cli  # noqa: E402
+
 DEMO_CONFIG = dict(
   dataset='digits', resolution=8, model_name='demo', num_diffusion_timesteps=1000, beta_start=0.0001,
   beta_end=0.02, beta_schedule='linear', total_bs=32, lr=1e-3, warmup=100, ema_decay=0.995, dropout=0.,
@@ -115,7 +118,6 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
   change DEMO_CONFIG."""
   unknown = sorted(set(overrides) - set(DEMO_CONFIG))
   if unknown:
-    from diffusion_tf.tpu_utils.tpu_utils import UsageError
     raise UsageError('unknown flag(s) {}; expected demo flags or one of {}'.format(
       ', '.join('--' + k for k in unknown), ', '.join(sorted(DEMO_CONFIG))))
   config = dict(DEMO_CONFIG, **overrides)
@@ -204,5 +206,4 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
 
 
 if __name__ == '__main__':
-  from diffusion_tf.tpu_utils import script_utils
-  script_utils.run_cli(script_utils.subcommands(main=main)['main'], name='demo.py')
+  cli.run_cli(cli.subcommands(main=main)['main'], name='demo.py')

@@ -30,16 +30,12 @@ import re
 import sys
 import zipfile
 
-import fire
 import numpy as np
 from PIL import Image
 
+from diffusion_tf.errors import UsageError
 from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
-from diffusion_tf.tpu_utils import fid_stats
-
-
-class InputError(ValueError):
-  """A bad command-line input; reported as one line."""
+from diffusion_tf.tpu_utils import cli, fid_stats
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -47,30 +43,30 @@ class InputError(ValueError):
 
 def _check_images(images, where):
   if images.ndim != 4 or images.shape[-1] != 3:
-    raise InputError('{}: expected images of shape [N, H, W, 3], got shape {}'.format(where, images.shape))
+    raise UsageError('{}: expected images of shape [N, H, W, 3], got shape {}'.format(where, images.shape))
   if images.dtype != np.uint8:
-    raise InputError('{}: expected uint8 pixels in {{0..255}}, got dtype {}'.format(where, images.dtype))
+    raise UsageError('{}: expected uint8 pixels in {{0..255}}, got dtype {}'.format(where, images.dtype))
   return images
 
 
 def load_images_npz(path):
   """arr_0 (or the only array) of an .npz file, checked to be uint8 [N, H, W, 3]."""
   if not os.path.isfile(path):
-    raise InputError('{} does not exist (expected an .npz with arr_0 uint8 [N, H, W, 3] or a folder of PNGs)'.format(
+    raise UsageError('{} does not exist (expected an .npz with arr_0 uint8 [N, H, W, 3] or a folder of PNGs)'.format(
       path))
   if not zipfile.is_zipfile(path):
-    raise InputError('{} is not an .npz file (expected arr_0 uint8 [N, H, W, 3])'.format(path))
+    raise UsageError('{} is not an .npz file (expected arr_0 uint8 [N, H, W, 3])'.format(path))
   try:
     with np.load(path, allow_pickle=False) as f:
       keys = list(f.files)
       key = 'arr_0' if 'arr_0' in keys else (keys[0] if len(keys) == 1 else None)
       if key is None:
-        raise InputError('{}: expected an array arr_0 of images, found arrays {}'.format(path, keys))
+        raise UsageError('{}: expected an array arr_0 of images, found arrays {}'.format(path, keys))
       images = f[key]
-  except InputError:
+  except UsageError:
     raise
   except Exception as e:  # not an npz, truncated, or object arrays that would need pickle
-    raise InputError('cannot read {} as .npz ({}: {})'.format(path, type(e).__name__, e)) from None
+    raise UsageError('cannot read {} as .npz ({}: {})'.format(path, type(e).__name__, e)) from None
   return _check_images(images, path)
 
 
@@ -78,13 +74,13 @@ def load_images_png_folder(folder):
   """All *.png files of a folder (sorted by name) as uint8 [N, H, W, 3]."""
   paths = sorted(glob.glob(os.path.join(folder, '*.png')))
   if not paths:
-    raise InputError('{}: folder contains no .png files'.format(folder))
+    raise UsageError('{}: folder contains no .png files'.format(folder))
   images = []
   for p in paths:
     with Image.open(p) as img:
       images.append(np.asarray(img.convert('RGB')))
     if images[-1].shape != images[0].shape:
-      raise InputError('{}: image size {} differs from {} of {}'.format(
+      raise UsageError('{}: image size {} differs from {} of {}'.format(
         p, images[-1].shape, images[0].shape, paths[0]))
   return _check_images(np.stack(images), folder)
 
@@ -93,7 +89,7 @@ def load_samples(path, num_samples=None):
   images = load_images_png_folder(path) if os.path.isdir(path) else load_images_npz(path)
   if num_samples is not None:
     if images.shape[0] < num_samples:
-      raise InputError('{} has {} samples, fewer than --num_samples={}'.format(path, images.shape[0], num_samples))
+      raise UsageError('{} has {} samples, fewer than --num_samples={}'.format(path, images.shape[0], num_samples))
     images = images[:num_samples]
   return images
 
@@ -102,7 +98,7 @@ def load_ref_stats(path, flag):
   try:
     return fid_stats.load_statistics(path)
   except (OSError, ValueError) as e:
-    raise InputError('--{}: {} (for an .npz of images use --ref_images)'.format(flag, e)) from None
+    raise UsageError('--{}: {} (for an .npz of images use --ref_images)'.format(flag, e)) from None
 
 
 def _file_sha256(path):
@@ -133,30 +129,27 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
   """Compute IS (mean +- std over num_splits) and FID of samples; return the results dict (see module docstring)."""
   # Validate every input before building any graph.
   if not isinstance(num_splits, int) or num_splits < 1:
-    raise InputError('--num_splits must be a positive integer, got {!r}'.format(num_splits))
+    raise UsageError('--num_splits must be a positive integer, got {!r}'.format(num_splits))
   if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
-    raise InputError('--num_samples must be a positive integer, got {!r}'.format(num_samples))
+    raise UsageError('--num_samples must be a positive integer, got {!r}'.format(num_samples))
   if not isinstance(batch_size, int) or batch_size < 1:
-    raise InputError('--batch_size must be a positive integer, got {!r}'.format(batch_size))
+    raise UsageError('--batch_size must be a positive integer, got {!r}'.format(batch_size))
   if out_json is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out_json))):
-    raise InputError('--out_json: directory of {} does not exist'.format(out_json))
+    raise UsageError('--out_json: directory of {} does not exist'.format(out_json))
   samples = str(samples)
   images = load_samples(samples, num_samples)
   N = images.shape[0]
   if N < max(num_splits, 2):
-    raise InputError('{} has {} samples, fewer than the {} splits of the Inception Score (need >= {})'.format(
+    raise UsageError('{} has {} samples, fewer than the {} splits of the Inception Score (need >= {})'.format(
       samples, N, num_splits, max(num_splits, 2)))
   refs = [(flag, path, load_ref_stats(path, flag))
           for flag, path in [('ref_stats', ref_stats), ('ref_stats_test', ref_stats_test)] if path is not None]
   ref_image_array = load_images_npz(ref_images) if ref_images is not None else None
   if ref_image_array is not None and ref_image_array.shape[0] < 2:
-    raise InputError('--ref_images: {} has {} images, need >= 2'.format(ref_images, ref_image_array.shape[0]))
+    raise UsageError('--ref_images: {} has {} images, need >= 2'.format(ref_images, ref_image_array.shape[0]))
 
   from diffusion_tf import inception  # TensorFlow is imported only now
-  try:
-    extractor = inception.InceptionExtractor(path=inception_graph, batch_size=batch_size)
-  except inception.InceptionGraphError as e:
-    raise InputError(str(e)) from None
+  extractor = inception.InceptionExtractor(path=inception_graph, batch_size=batch_size)  # InceptionGraphError if none
 
   chunk = 10 * batch_size
   with extractor:
@@ -187,7 +180,7 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
 
   for flag, path, stats in refs:
     if stats['mu'].shape != sample_stats['mu'].shape:
-      raise InputError('--{}: {} has {}-dimensional statistics, the Inception pool_3 features have {}'.format(
+      raise UsageError('--{}: {} has {}-dimensional statistics, the Inception pool_3 features have {}'.format(
         flag, path, stats['mu'].shape[0], sample_stats['mu'].shape[0]))
     ref_sha = stats.get('graph_sha256')
     if ref_sha is not None and ref_sha != extractor.graph_sha256:
@@ -208,15 +201,11 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
 
 def main(samples, ref_stats=None, ref_stats_test=None, ref_images=None, inception_graph=None, num_splits=10,
          num_samples=None, batch_size=100, stats_cache_dir=None, out_json=None):
-  """Command-line entry point: evaluate(...) with errors reported as one line and exit status 1."""
-  try:
-    evaluate(samples, ref_stats=ref_stats, ref_stats_test=ref_stats_test, ref_images=ref_images,
-             inception_graph=inception_graph, num_splits=num_splits, num_samples=num_samples, batch_size=batch_size,
-             stats_cache_dir=stats_cache_dir, out_json=out_json)
-  except InputError as e:
-    print('error: {}'.format(e), file=sys.stderr)
-    sys.exit(1)
+  """Command-line entry point: evaluate(...); run by cli.run_cli, which reports errors as one line and exit status 1."""
+  evaluate(samples, ref_stats=ref_stats, ref_stats_test=ref_stats_test, ref_images=ref_images,
+           inception_graph=inception_graph, num_splits=num_splits, num_samples=num_samples, batch_size=batch_size,
+           stats_cache_dir=stats_cache_dir, out_json=out_json)
 
 
 if __name__ == '__main__':
-  fire.Fire(main)
+  cli.run_cli(main, name='evaluate_samples.py')

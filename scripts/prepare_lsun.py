@@ -13,10 +13,14 @@ LSUN church at 256x256, as in the paper (the LSUN release ships LMDB; export its
 import os
 import sys
 
-import fire
 import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+
+from diffusion_tf.errors import UsageError  # noqa: E402
+from diffusion_tf.tpu_utils import cli  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 
@@ -48,7 +52,7 @@ def read_rgb(path):
     with Image.open(path) as im:
       return np.asarray(im.convert('RGB'))
   except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError('cannot read image {}: {}; expected a readable jpg/png/webp file'.format(path, e)) from e
+    raise UsageError('cannot read image {}: {}; expected a readable jpg/png/webp file'.format(path, e)) from e
 
 
 def serialize_example(img_chw):
@@ -72,16 +76,16 @@ def prepare_lsun(image_dir, out_dir, resolution=256, max_images=None, shuffle=Fa
     prefix: file name prefix; default: the name of out_dir, as dataset_tool does.
   """
   if not isinstance(resolution, int) or resolution < 4 or resolution & (resolution - 1):
-    raise ValueError('resolution={!r}; expected a power of two >= 4 (e.g. 256)'.format(resolution))
+    raise UsageError('resolution={!r}; expected a power of two >= 4 (e.g. 256)'.format(resolution))
   if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
-    raise ValueError('max_images={!r}; expected a positive int or None'.format(max_images))
+    raise UsageError('max_images={!r}; expected a positive int or None'.format(max_images))
   if not isinstance(seed, int):
-    raise ValueError('seed={!r}; expected an int'.format(seed))
+    raise UsageError('seed={!r}; expected an int'.format(seed))
   if not os.path.isdir(image_dir):
-    raise ValueError('image_dir={!r} is not a directory; expected a folder of images'.format(image_dir))
+    raise UsageError('image_dir={!r} is not a directory; expected a folder of images'.format(image_dir))
   paths = find_images(image_dir)
   if not paths:
-    raise ValueError('image_dir={!r} holds no {} files; expected at least one image'.format(
+    raise UsageError('image_dir={!r} holds no {} files; expected at least one image'.format(
       image_dir, '/'.join(IMAGE_EXTENSIONS)))
   if shuffle:
     paths = [paths[i] for i in np.random.RandomState(seed).permutation(len(paths))]
@@ -107,11 +111,7 @@ def prepare_lsun(image_dir, out_dir, resolution=256, max_images=None, shuffle=Fa
 
 
 def main():
-  try:
-    fire.Fire(prepare_lsun)
-  except ValueError as e:
-    print('prepare_lsun.py: error: {}'.format(e), file=sys.stderr)
-    sys.exit(2)
+  cli.run_cli(prepare_lsun, name='prepare_lsun.py')
 
 
 if __name__ == '__main__':

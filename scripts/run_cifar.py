@@ -34,6 +34,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule, LOSS_TYPES  # noqa: E402
 from diffusion_tf.diffusion_utils_2 import MODEL_MEAN_TYPES, MODEL_VAR_TYPES  # noqa: E402
+from diffusion_tf.errors import UsageError  # noqa: E402
 from diffusion_tf.models import unet  # noqa: E402
 from diffusion_tf.tpu_utils import datasets, reproduce as reproduce_lib, simple_eval_worker, tpu_utils  # noqa: E402
 from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
@@ -120,7 +121,7 @@ def _validate_kwargs(kwargs):
   c.check_choice('model_var_type', kwargs['model_var_type'], MODEL_VAR_TYPES)
   c.check_choice('loss_type', kwargs['loss_type'], LOSS_TYPES)
   if kwargs['model_var_type'] == 'learned' and kwargs['loss_type'] == 'mse':
-    raise tpu_utils.UsageError("model_var_type='learned' with loss_type='mse': the mse loss does not train the "
+    raise UsageError("model_var_type='learned' with loss_type='mse': the mse loss does not train the "
                                "variance; expected loss_type='kl' (or a fixed variance type)")
   c.check_beta_schedule(kwargs)
   c.check_number('dropout', kwargs['dropout'], low=0., high=1., high_inclusive=False)
@@ -128,7 +129,7 @@ def _validate_kwargs(kwargs):
   if kwargs.get('resolution') is not None:
     c.check_int('resolution', kwargs['resolution'])
     if kwargs['dataset'] != 'digits' and kwargs['resolution'] != script_utils.IMAGE_SIZES[kwargs['dataset']]:
-      raise tpu_utils.UsageError('resolution={!r}: {} images are {}x{}; only digits has other sizes'.format(
+      raise UsageError('resolution={!r}: {} images are {}x{}; only digits has other sizes'.format(
         kwargs['resolution'], kwargs['dataset'], *[script_utils.IMAGE_SIZES[kwargs['dataset']]] * 2))
   script_utils.check_model_config(kwargs['model_name'], MODEL_CONFIGS, script_utils.image_size_of(kwargs))
 

@@ -17,23 +17,25 @@ See docs/scripts.md for every flag.
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.dirname(__file__)))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-import run_celebahq  # noqa: E402  (the CelebA-HQ model, training and evaluation code, shared)
-from diffusion_tf.tpu_utils import datasets, script_utils, tpu_utils  # noqa: E402
+from diffusion_tf.tpu_utils import script_utils  # noqa: E402
+
+script_utils.quiet_tensorflow()
+
+from diffusion_tf.tpu_utils import celebahq_lsun_model, datasets, tpu_utils  # noqa: E402
 from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-Model = run_celebahq.Model
-MODEL_CONFIGS = run_celebahq.MODEL_CONFIGS
-_load_model = run_celebahq._load_model
+Model = celebahq_lsun_model.Model  # the CelebA-HQ model (run_celebahq.py), on LSUN
+MODEL_CONFIGS = celebahq_lsun_model.MODEL_CONFIGS
+_load_model = celebahq_lsun_model.load_model
 DATASETS = ('lsun',)
 
 
 def _validate_kwargs(kwargs):
-  run_celebahq._validate_kwargs(kwargs, datasets_allowed=DATASETS)
+  celebahq_lsun_model.validate_kwargs(kwargs, datasets_allowed=DATASETS)
 
 
 def _tfr_stats_name(tfr_file):
@@ -68,7 +70,7 @@ def train(
   """
   kwargs = dict(locals())
   script_utils.check_str('tfr_file', tfr_file)
-  run_celebahq._validate_train_kwargs(kwargs, datasets_allowed=DATASETS)
+  celebahq_lsun_model.validate_train_kwargs(kwargs, datasets_allowed=DATASETS)
   paths = Paths(bucket_name_prefix, region)
   warm_start_from = None
   if warm_start_model_dir is not None:
@@ -76,7 +78,9 @@ def train(
     warm_start_from = tf.estimator.WarmStartSettings(ckpt_to_initialize_from=ckpt, vars_to_warm_start=['.*'])
   kwargs['tfr_path'] = paths.resolve(tfr_file)
   ds = datasets.get_dataset('lsun', tfr_file=kwargs['tfr_path'], resolution=resolution)
-  run_celebahq.run_train(kwargs, ds, paths, warm_start_from=warm_start_from)
+  script_utils.check_model_config(model_name, MODEL_CONFIGS, ds.image_size, block_size=block_size)
+  script_utils.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=celebahq_lsun_model.exp_name(kwargs),
+                                 model_constructor=lambda: _load_model(kwargs, ds), warm_start_from=warm_start_from)
 
 
 def evaluation(

@@ -421,7 +421,7 @@ def test_cli_to_tf_and_to_diffusers(tmp_path, capsys):
   assert json.load(open(os.path.join(exp, 'config.json'))) == json.load(open(os.path.join(TINY, 'config.json')))
   with pytest.raises(SystemExit) as e:
     script.main(['to_diffusers', '--ckpt', ck, '--out', str(tmp_path / 'exp2'), '--resolution', '15'])
-  assert e.value.code == 2
+  assert e.value.code == 1
   assert 'error: resolution = 15; expected the image size' in capsys.readouterr().err
 
 

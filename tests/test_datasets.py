@@ -257,9 +257,9 @@ def test_prepare_lsun_cli_reports_one_line_error(tmp_path):
     [sys.executable, os.path.join(REPO, 'scripts', 'prepare_lsun.py'), '--image_dir', str(tmp_path / 'empty'),
      '--out_dir', str(tmp_path / 'out'), '--resolution', '8'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     universal_newlines=True, timeout=120)
-  assert proc.returncode == 2
+  assert proc.returncode == 1
   errors = [l for l in proc.stderr.splitlines() if 'error' in l.lower()]
-  assert errors == ["prepare_lsun.py: error: image_dir='{}' holds no .jpg/.jpeg/.png/.webp files; expected at "
+  assert errors == ["error: image_dir='{}' holds no .jpg/.jpeg/.png/.webp files; expected at "
                     "least one image".format(tmp_path / 'empty')]
 
 

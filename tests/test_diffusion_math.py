@@ -449,3 +449,27 @@ def test_seeded_sampling_is_reproducible(cls):
   runs = [_run(lambda: d.p_sample_loop(fn, shape=SHAPE)) for _ in range(3)]
   np.testing.assert_array_equal(runs[0], runs[1])
   np.testing.assert_array_equal(runs[0], runs[2])
+
+
+def test_progressive_sampler_of_GaussianDiffusion_follows_algorithm_2_and_records_x0_predictions():
+  """GaussianDiffusion.p_sample_loop_progressive against a numpy rerun of DDPM Algorithm 2 with a fixed network
+  (eps = 0.1 x) and fixed noise: the same samples as p_sample_loop, and slot k holds the clipped x_0 prediction
+  made at t = k * freq."""
+  d = diffusion_utils.GaussianDiffusion(betas=_betas(), loss_type='noisepred')
+  shape, freq, c = [2, 3, 3, 1], 3, 0.7
+  fn = lambda x_, t_: 0.1 * x_
+  noise_fn = lambda shape, dtype: tf.fill(shape, tf.constant(c, dtype))
+  (samples, preds), plain = _run(lambda: (d.p_sample_loop_progressive(fn, shape=shape, noise_fn=noise_fn,
+                                                                      include_xstartpred_freq=freq),
+                                          d.p_sample_loop(fn, shape=shape, noise_fn=noise_fn)))
+  K = d.num_timesteps // freq
+  x, expected_preds = np.full(shape, c), np.zeros([shape[0], K] + shape[1:])
+  for t in range(d.num_timesteps - 1, -1, -1):
+    x0 = np.clip(d.sqrt_recip_alphas_cumprod[t] * x - d.sqrt_recipm1_alphas_cumprod[t] * 0.1 * x, -1., 1.)
+    if t // freq < K and t % freq == 0:
+      expected_preds[:, t // freq] = x0
+    mean = d.posterior_mean_coef1[t] * x0 + d.posterior_mean_coef2[t] * x
+    x = mean + (t > 0) * np.exp(0.5 * d.posterior_log_variance_clipped[t]) * c
+  np.testing.assert_allclose(samples, x, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(samples, plain, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(preds, expected_preds, rtol=1e-4, atol=1e-5)

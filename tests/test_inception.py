@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 import helpers_inception
-from diffusion_tf import compat, inception
+from diffusion_tf import compat, errors, inception
 from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
 from diffusion_tf.tpu_utils import fid_stats
 
@@ -338,5 +338,5 @@ def test_evaluate_samples_rejects_bad_inputs_before_loading_tensorflow(make_inpu
 def test_evaluate_samples_reports_a_missing_inception_graph(tmp_path):
   np.savez(str(tmp_path / 's.npz'), _images(10, 8, size=8))
   script = _load_script()
-  with pytest.raises(script.InputError, match='wget {}'.format(inception.INCEPTION_URL)):
+  with pytest.raises(errors.InceptionGraphError, match='wget {}'.format(inception.INCEPTION_URL)):
     script.evaluate(str(tmp_path / 's.npz'), inception_graph=str(tmp_path / 'absent.tar.gz'))

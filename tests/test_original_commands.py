@@ -9,7 +9,7 @@ import pytest
 
 from helpers_scripts import run_main, write_tiny_checkpoint
 
-from diffusion_tf.tpu_utils import datasets, paths, script_utils, simple_eval_worker, tpu_utils
+from diffusion_tf.tpu_utils import datasets, paths, script_utils, simple_eval_worker, tpu_utils, training
 
 BUCKET = 'gs://bkt-us-central1'
 CIFAR_DIR = ('exp_cifar10_unet2d16b2_adam_bs128_lr0.0002w5000_beta0.0001-0.02-linear_t1000_eps-fixedlarge-mse_'
@@ -35,7 +35,7 @@ def recorded(monkeypatch):
   calls = {}
   monkeypatch.setattr(paths, 'get_gcp_region', lambda timeout=2.: 'us-central1')
   monkeypatch.setattr(datasets, 'get_dataset', lambda name, **kw: calls.setdefault('dataset', _FakeDataset(name, **kw)))
-  monkeypatch.setattr(tpu_utils, 'run_training', lambda **kw: calls.setdefault('train', kw))
+  monkeypatch.setattr(training, 'run_training', lambda **kw: calls.setdefault('train', kw))
   monkeypatch.setattr(script_utils, 'evaluate_run', lambda **kw: calls.setdefault('evaluation', kw))
 
   class _Worker:

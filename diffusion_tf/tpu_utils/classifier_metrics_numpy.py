@@ -163,7 +163,7 @@ def frechet_classifier_distance_from_activations(real_activations, generated_act
 def test_all():
   """Check these functions against TF-GAN's TensorFlow implementations on random inputs (raises AssertionError)."""
   import tensorflow.compat.v1 as tf  # only for this check: the metrics themselves are numpy
-  import tensorflow_gan as tfgan
+  import tensorflow_gan as tfgan  # the reference implementation, for this check only
   rng = np.random.RandomState(1234)
   logits = rng.randn(64, 1008)
   act1, act2 = rng.randn(64, 2048), rng.rand(256, 2048)

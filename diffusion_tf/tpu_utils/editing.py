@@ -11,13 +11,13 @@ repeat_noise_steps)` (the original run_celebahq.py names and signatures) on one 
 import os
 
 import numpy as np
+import tensorflow.compat.v1 as tf
+from PIL import Image
 
-from . import script_utils as su
-from . import tpu_utils
-
-
-def _usage_error(message):
-  return tpu_utils.UsageError(message)
+from .. import utils
+from ..errors import UsageError
+from . import devices, flags, run_dir
+from .paths import check_writable_dir
 
 
 def lambdas(num_lambdas):
@@ -32,39 +32,38 @@ def trajectory_frames(num_steps, num_frames):
 
 def read_image(path, image_size, flag):
   """A PNG file as uint8 [image_size, image_size, 3]; one clear error if it is missing or of another size."""
-  from PIL import Image
   if not os.path.isfile(str(path)):
-    raise _usage_error('--{}={!r} does not exist; expected a PNG image of {}x{} pixels'.format(
+    raise UsageError('--{}={!r} does not exist; expected a PNG image of {}x{} pixels'.format(
       flag, path, image_size, image_size))
   try:
     with Image.open(str(path)) as img:
       arr = np.asarray(img.convert('RGB'))
   except OSError as e:
-    raise _usage_error('--{}={!r} is not a readable image ({}); expected a PNG of {}x{} pixels'.format(
+    raise UsageError('--{}={!r} is not a readable image ({}); expected a PNG of {}x{} pixels'.format(
       flag, path, e, image_size, image_size)) from None
   if arr.shape != (image_size, image_size, 3):
-    raise _usage_error('--{}={!r} is {}x{}; expected an image of the model\'s size {}x{}'.format(
+    raise UsageError('--{}={!r} is {}x{}; expected an image of the model\'s size {}x{}'.format(
       flag, path, arr.shape[1], arr.shape[0], image_size, image_size))
   return arr
 
 
 def _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides):
   """(checkpoint prefix, training kwargs, DatasetInfo) for a command that reads one checkpoint."""
-  train_defaults = su.default_kwargs(script.train_fn)
+  train_defaults = flags.default_kwargs(script.train_fn)
   unknown = sorted(set(overrides) - set(train_defaults))
   if unknown:
-    raise _usage_error('unknown flag(s): {}; expected the command\'s flags or training kwargs such as '
+    raise UsageError('unknown flag(s): {}; expected the command\'s flags or training kwargs such as '
                        '--model_name'.format(', '.join('--' + k for k in unknown)))
   if model_dir is None and checkpoint is None:
-    raise _usage_error('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
-  ckpt = tpu_utils.resolve_checkpoint(checkpoint or model_dir)
-  kwargs, kwargs_path = su._find_kwargs(model_dir, ckpt)
+    raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
+  ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
+  kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
   if kwargs is None:
     kwargs = dict(train_defaults)
     print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
   kwargs = dict(kwargs, **overrides)
   script.validate_kwargs(kwargs)
-  return ckpt, kwargs, kwargs_path, su.DatasetInfo(su.image_size_of(kwargs))
+  return ckpt, kwargs, kwargs_path, flags.DatasetInfo(flags.image_size_of(kwargs))
 
 
 def _default_out_dir(model_dir, ckpt, name):
@@ -72,12 +71,10 @@ def _default_out_dir(model_dir, ckpt, name):
 
 
 def _check_fresh(out_dir, files):
-  import tensorflow.compat.v1 as tf
   existing = [f for f in files if tf.io.gfile.exists(os.path.join(out_dir, f))]
   if existing:
-    raise _usage_error('{} already holds {}; outputs are never overwritten: choose another --out_dir'.format(
+    raise UsageError('{} already holds {}; outputs are never overwritten: choose another --out_dir'.format(
       out_dir, ', '.join(existing)))
-  from .paths import check_writable_dir
   check_writable_dir(out_dir, 'out_dir')
 
 
@@ -102,16 +99,14 @@ def make_interpolate_command(script):
       seed: graph-level TF seed of the noise.
       ema: use the EMA weights (--noema: the raw weights).
     """
-    import tensorflow.compat.v1 as tf
-    from .. import utils
-    su.check_int('t', t, minimum=0)
-    su.check_int('num_lambdas', num_lambdas, minimum=2)
-    su.check_int('seed', seed, minimum=0)
-    ema = su.check_bool('ema', ema)
+    flags.check_int('t', t, minimum=0)
+    flags.check_int('num_lambdas', num_lambdas, minimum=2)
+    flags.check_int('seed', seed, minimum=0)
+    ema = flags.check_bool('ema', ema)
     ckpt, kwargs, kwargs_path, ds_info = _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides)
     T = int(kwargs['num_diffusion_timesteps'])
     if t >= T:
-      raise _usage_error('t={} is not below the model\'s num_diffusion_timesteps={}; expected 0 <= t < {}'.format(
+      raise UsageError('t={} is not below the model\'s num_diffusion_timesteps={}; expected 0 <= t < {}'.format(
         t, T, T))
     x1, x2 = (read_image(p, ds_info.image_size, flag) for p, flag in [(image1, 'image1'), (image2, 'image2')])
     out_dir = out_dir or _default_out_dir(model_dir, ckpt, 'interpolate_t{}_seed{}'.format(t, seed))
@@ -124,17 +119,17 @@ def make_interpolate_command(script):
       model = script.load_model(kwargs, ds_info)
       dummy = tf.zeros([1] + ds_info.image_shape, tf.float32)
       out = model.interpolate_fn(dummy, tf.zeros([1], tf.int32))
-      dist = tpu_utils.choose_distribution(num_gpus=None)
-      with su._open_session(dist, ckpt, ema) as sess:
+      dist = devices.choose_distribution(num_gpus=None)
+      with run_dir.open_restored_session(dist, ckpt, ema) as sess:
         feed = {out['x1']: utils.normalize_data(x1[None].astype(np.float32)),
                 out['x2']: utils.normalize_data(x2[None].astype(np.float32)), out['t']: t}
         mixed = [sess.run(out['x_interp'], {**feed, out['lam']: lam})[0] for lam in lams]
-    row = np.concatenate([x1[None], su.to_uint8(np.stack(mixed)), x2[None]])
+    row = np.concatenate([x1[None], utils.to_uint8(np.stack(mixed)), x2[None]])
     assert row.shape == (num_lambdas + 2, *ds_info.image_shape)
-    su.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
+    utils.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
     utils.save_tiled_imgs(os.path.join(out_dir, 'interpolation.png'), row, num_col=len(row))
-    su.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=tpu_utils.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+    utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
       image1=os.path.abspath(str(image1)), image2=os.path.abspath(str(image2)), t=t, lambdas=lams.tolist(),
       seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'interpolation.png')))
@@ -161,17 +156,15 @@ def make_trajectory_command(script):
         the chains start alike and part later (-1: never shared).
       seed: graph-level TF seed of the noise.
     """
-    import tensorflow.compat.v1 as tf
-    from .. import utils
-    su.check_int('num_samples', num_samples)
-    su.check_int('num_frames', num_frames, minimum=2)
-    su.check_int('repeat_noise_steps', repeat_noise_steps, minimum=-1)
-    su.check_int('seed', seed, minimum=0)
-    ema = su.check_bool('ema', ema)
+    flags.check_int('num_samples', num_samples)
+    flags.check_int('num_frames', num_frames, minimum=2)
+    flags.check_int('repeat_noise_steps', repeat_noise_steps, minimum=-1)
+    flags.check_int('seed', seed, minimum=0)
+    ema = flags.check_bool('ema', ema)
     ckpt, kwargs, kwargs_path, ds_info = _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides)
     T = int(kwargs['num_diffusion_timesteps'])
     if num_frames > T + 1:
-      raise _usage_error('num_frames={} exceeds the {} images of a chain of num_diffusion_timesteps={}'.format(
+      raise UsageError('num_frames={} exceeds the {} images of a chain of num_diffusion_timesteps={}'.format(
         num_frames, T + 1, T))
     out_dir = out_dir or _default_out_dir(model_dir, ckpt, 'trajectory_seed{}_n{}'.format(seed, num_samples))
     _check_fresh(out_dir, ['trajectory.png', 'trajectory.npz', 'info.json'])
@@ -182,17 +175,17 @@ def make_trajectory_command(script):
       dummy = tf.zeros([num_samples] + ds_info.image_shape, tf.float32)
       out = model.samples_fn_denoising_trajectory(dummy, tf.zeros([num_samples], tf.int32),
                                                   repeat_noise_steps=repeat_noise_steps)
-      dist = tpu_utils.choose_distribution(num_gpus=None)
-      with su._open_session(dist, ckpt, ema) as sess:
+      dist = devices.choose_distribution(num_gpus=None)
+      with run_dir.open_restored_session(dist, ckpt, ema) as sess:
         times, imgs = sess.run([out['denoising_trajectory_times'], out['denoising_trajectory_images']])
     assert imgs.shape == (T + 1, num_samples, *ds_info.image_shape), imgs.shape
     frames = trajectory_frames(T, num_frames)
-    seq = su.to_uint8(np.transpose(imgs[frames], [1, 0, 2, 3, 4]))  # [B, F, H, W, C]
-    su.save_npz_atomic(os.path.join(out_dir, 'trajectory.npz'), arr_0=seq, times=times[frames])
+    seq = utils.to_uint8(np.transpose(imgs[frames], [1, 0, 2, 3, 4]))  # [B, F, H, W, C]
+    utils.save_npz_atomic(os.path.join(out_dir, 'trajectory.npz'), arr_0=seq, times=times[frames])
     utils.save_tiled_imgs(os.path.join(out_dir, 'trajectory.png'), seq.reshape(-1, *seq.shape[2:]),
                           num_col=len(frames))
-    su.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=tpu_utils.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+    utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
       num_samples=num_samples, frames=frames.tolist(), times=times[frames].tolist(),
       repeat_noise_steps=repeat_noise_steps, seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'trajectory.png')))

@@ -13,13 +13,11 @@ import re
 import urllib.error
 import urllib.request
 
+from ..errors import PathError
+
 METADATA_ZONE_URL = 'http://metadata.google.internal/computeMetadata/v1/instance/zone'
 _BUCKET_PREFIX_RE = re.compile(r'^[a-z0-9][a-z0-9._-]*$')
 _REGION_RE = re.compile(r'^[a-z]+-[a-z]+[0-9]+$')
-
-
-class PathError(ValueError):
-  """A path or bucket setting that cannot be used; the message says what was expected."""
 
 
 def zone_to_region(zone):

@@ -14,9 +14,9 @@ import os
 import numpy as np
 
 from .. import inception, utils
+from ..errors import UsageError
 from . import classifier_metrics_numpy as metrics
-from . import datasets, fid_stats, tpu_utils
-from . import script_utils as su
+from . import datasets, evaluation, fid_stats, flags, run_dir
 from .digits_classifier import DigitsClassifier
 from .paths import check_writable_dir
 from .simple_eval_worker import SimpleEvalWorker
@@ -63,7 +63,7 @@ def real_images(ds, split):
     input_fn, count = ds.train_one_pass_input_fn, ds.num_train_examples
   else:
     input_fn, count = ds.eval_input_fn, ds.num_eval_examples
-  return np.concatenate(list(tpu_utils.iterate_real_images(input_fn, count)))
+  return np.concatenate(list(evaluation.iterate_real_images(input_fn, count)))
 
 
 def reference_stats(ds, extractor, stats_dir, *, stats_name=None):
@@ -77,7 +77,7 @@ def reference_stats(ds, extractor, stats_dir, *, stats_name=None):
     num = None if (count and count <= 50000) else 50000
     refs[split] = fid_stats.get_or_compute_statistics(
       stats_dir, dataset=stats_name, split=split, extractor=extractor, num_samples=num,
-      batches_fn=lambda input_fn=input_fn, count=count: tpu_utils.iterate_real_images(input_fn, count))
+      batches_fn=lambda input_fn=input_fn, count=count: evaluation.iterate_real_images(input_fn, count))
   return refs
 
 
@@ -160,25 +160,25 @@ def make_reproduce_command(script, sample_command):
       out_dir: default <model_dir or checkpoint dir>/reproduce/<sampler><steps>_<ema>_seed<seed>_n<num_samples>.
     """
     # -- flags (the sampling flags are checked by `sample` before anything is built)
-    su.check_choice('features', features, FEATURES)
-    su.check_int('num_samples', num_samples, minimum=2)
-    su.check_int('num_splits', num_splits)
+    flags.check_choice('features', features, FEATURES)
+    flags.check_int('num_samples', num_samples, minimum=2)
+    flags.check_int('num_splits', num_splits)
     if num_samples < num_splits:
-      raise tpu_utils.UsageError('num_samples={} is smaller than num_splits={}; expected at least one sample per '
+      raise UsageError('num_samples={} is smaller than num_splits={}; expected at least one sample per '
                                  'Inception Score split'.format(num_samples, num_splits))
-    bpd = su.check_bool('bpd', bpd)
-    su.check_int('bpd_batches', bpd_batches, allow_none=True)
-    ema = su.check_bool('ema', ema)
+    bpd = flags.check_bool('bpd', bpd)
+    flags.check_int('bpd_batches', bpd_batches, allow_none=True)
+    ema = flags.check_bool('ema', ema)
     if real_split is not None:
-      su.check_choice('real_split', real_split, REAL_SPLITS)
+      flags.check_choice('real_split', real_split, REAL_SPLITS)
       if bpd:
-        raise tpu_utils.UsageError('--bpd needs a model; drop it with --real_split')
+        raise UsageError('--bpd needs a model; drop it with --real_split')
       unknown = sorted(set(overrides) - {'dataset', 'resolution'})
       if unknown:
-        raise tpu_utils.UsageError('{} do(es) not apply to --real_split; expected only --dataset and '
+        raise UsageError('{} do(es) not apply to --real_split; expected only --dataset and '
                                    '--resolution'.format(', '.join('--' + k for k in unknown)))
     elif model_dir is None and checkpoint is None:
-      raise tpu_utils.UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
+      raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
     if real_split is None:
       base = model_dir or (checkpoint if os.path.isdir(str(checkpoint)) else os.path.dirname(str(checkpoint)))
       default_name = '{}{}{}_{}_seed{}_n{}'.format(
@@ -208,16 +208,16 @@ def make_reproduce_command(script, sample_command):
       for key, want in [('num_samples', num_samples), ('sampler', sampler), ('seed', seed), ('ema', ema),
                         ('skip_type', skip_type)]:
         if sampling.get(key) != want:
-          raise tpu_utils.UsageError('{} holds samples with {}={!r}, not {!r}; expected a fresh --out_dir'.format(
+          raise UsageError('{} holds samples with {}={!r}, not {!r}; expected a fresh --out_dir'.format(
             sample_dir, key, sampling.get(key), want))
       with np.load(os.path.join(sample_dir, 'samples.npz')) as f:
         images = f['arr_0']
       dataset_name, image_size = sampling['dataset'], sampling['image_size']
       sampling['num_diffusion_timesteps'] = _kwargs_of(script, sampling)['num_diffusion_timesteps']
     else:
-      defaults = su.default_kwargs(script.train_fn)
+      defaults = flags.default_kwargs(script.train_fn)
       dataset_name = overrides.get('dataset', defaults.get('dataset'))
-      image_size = overrides.get('resolution') or su.IMAGE_SIZES[dataset_name]
+      image_size = overrides.get('resolution') or flags.IMAGE_SIZES[dataset_name]
       sampling = {'real_split': real_split, 'dataset': dataset_name, 'image_size': image_size}
     ds = datasets.get_dataset(dataset_name, tfds_data_dir=tfds_data_dir,
                               resolution=image_size if dataset_name == 'digits' else None)
@@ -227,7 +227,7 @@ def make_reproduce_command(script, sample_command):
         images = images[:num_samples]
 
     # -- the numbers
-    stats_dir = stats_dir or tpu_utils.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
+    stats_dir = stats_dir or evaluation.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
     refs = reference_stats(ds, extractor, stats_dir)
     print('measuring {} images with {} ({}) against {}'.format(
       len(images), features, extractor.graph_sha256[:12], ', '.join(path for _, path in refs.values())))
@@ -251,7 +251,7 @@ def make_reproduce_command(script, sample_command):
       'samples': None if real_split else os.path.join(out_dir, 'samples', 'samples.npz'),
     }
     table = format_table(result)
-    su.write_json_atomic(os.path.join(out_dir, 'results.json'), result)
+    utils.write_json_atomic(os.path.join(out_dir, 'results.json'), result)
     utils.atomic_write_bytes(os.path.join(out_dir, 'table.md'), table.encode('utf-8'))
     print(table + 'wrote {} and {}'.format(os.path.join(out_dir, 'table.md'), os.path.join(out_dir, 'results.json')))
     return result
@@ -262,5 +262,5 @@ def make_reproduce_command(script, sample_command):
 def _kwargs_of(script, sampling):
   """The training kwargs a sample dump was drawn with (its kwargs.json, else the script's defaults) + overrides."""
   path = sampling.get('kwargs_json')
-  kwargs = tpu_utils.load_train_kwargs(os.path.dirname(path)) if path else su.default_kwargs(script.train_fn)
+  kwargs = run_dir.load_train_kwargs(os.path.dirname(path)) if path else flags.default_kwargs(script.train_fn)
   return dict(kwargs, **(sampling.get('overrides') or {}))

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .. import utils
+from ..errors import ShardError
 
 SAMPLES_FILE = 'samples.npz'
 INFO_FILE = 'info.json'
@@ -28,10 +29,6 @@ GRID_FILE = 'grid.png'
 # cut into batches and replicas (each replica draws its own noise stream, so the replica count changes the images).
 RUN_KEYS = ('checkpoint_sha256', 'step', 'ema', 'sampler', 'num_inference_steps', 'eta', 'use_clipped_model_output',
             'skip_prk_steps', 'seed', 'batch_size', 'num_samples', 'num_replicas', 'model_kwargs')
-
-
-class ShardError(ValueError):
-  """Shards that are missing, given twice, damaged, or from different sampling runs."""
 
 
 def parse_shard(value):

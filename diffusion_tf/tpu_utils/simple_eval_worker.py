@@ -18,8 +18,12 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from .. import utils
-from . import tpu_utils
-from .script_utils import build_seeded_samples, run_seeded, save_npz_atomic, to_uint8
+from ..errors import UsageError
+from ..utils import save_npz_atomic, to_uint8
+from . import devices, run_dir
+from .flags import check_choice, check_int
+from .paths import check_writable_dir
+from .seeded_sampling import build_seeded_samples, run_seeded
 
 MODES = ('bpd_train', 'bpd_eval', 'progressive_samples')
 _BPD_KEYS = ('total_bpd', 'terms_bpd', 'prior_bpd', 'mse')
@@ -36,7 +40,7 @@ class SimpleEvalWorker:
     self.dataset = dataset
     self.total_bs = total_bs
     self._print = printer
-    self.dist = tpu_utils.choose_distribution(tpu_name=tpu_name, zone=zone, project=project, num_gpus=num_gpus)
+    self.dist = devices.choose_distribution(tpu_name=tpu_name, zone=zone, project=project, num_gpus=num_gpus)
     self.dist.check_batch_size(total_bs)
     self._graph = None
 
@@ -70,7 +74,6 @@ class SimpleEvalWorker:
                                seed=0):
     """num_samples samples with their x_0 predictions, in parts of batches_per_flush batches (see the module
     docstring); parts that exist are kept (a rerun continues). Returns the parts' paths."""
-    from .script_utils import check_int
     check_int('num_samples', num_samples)
     check_int('batches_per_flush', batches_per_flush)
     tf.io.gfile.makedirs(samples_dir)
@@ -109,13 +112,13 @@ class SimpleEvalWorker:
     `.partial.npz`. max_batches: stop after that many batches (the file name says so). Returns the file's path."""
     split = 'train' if train else 'eval'
     if split not in self._iterators:
-      raise tpu_utils.UsageError('mode=bpd_eval: dataset {} has no test split; expected mode=bpd_train'.format(
+      raise UsageError('mode=bpd_eval: dataset {} has no test split; expected mode=bpd_train'.format(
         self.dataset.name))
     tf.io.gfile.makedirs(output_dir)
     out_path = os.path.join(output_dir, 'bpd_{}_ema{}_step{:09d}{}.npz'.format(
       split, int(ema), curr_step, '' if max_batches is None else '_{}batches'.format(max_batches)))
     if tf.io.gfile.exists(out_path):
-      raise tpu_utils.UsageError('{} already exists; results are never overwritten (move it away to recompute)'.format(
+      raise UsageError('{} already exists; results are never overwritten (move it away to recompute)'.format(
         out_path))
     partial_path = out_path[:-len('.npz')] + '.partial.npz'
     results = {k: [] for k in _BPD_KEYS}
@@ -123,7 +126,7 @@ class SimpleEvalWorker:
       with tf.io.gfile.GFile(partial_path, 'rb') as f:
         with np.load(f) as saved:
           if int(saved['step']) != curr_step or int(saved['batch_size']) != self.total_bs:
-            raise tpu_utils.UsageError('{} is from another checkpoint or batch size; delete it to start over'.format(
+            raise UsageError('{} is from another checkpoint or batch size; delete it to start over'.format(
               partial_path))
           results = {k: [saved[k]] for k in _BPD_KEYS}
     done_batches = sum(len(r) for r in results['total_bpd']) // self.total_bs
@@ -160,7 +163,7 @@ class SimpleEvalWorker:
         _save(partial_path)
         last_save = time.time()
     if not results['total_bpd']:
-      raise tpu_utils.UsageError('the data yielded no complete batch of {} images; expected a smaller --total_bs'
+      raise UsageError('the data yielded no complete batch of {} images; expected a smaller --total_bs'
                                  .format(self.total_bs))
     arrays = _save(out_path)
     if tf.io.gfile.exists(partial_path):
@@ -174,23 +177,21 @@ class SimpleEvalWorker:
           num_samples=50000):
     """mode bpd_train, bpd_eval or progressive_samples on one checkpoint: load_ckpt relative to logdir as in the
     original (model.ckpt-N), a prefix, or (None) the latest. Outputs in logdir/simple_eval (module docstring)."""
-    from .script_utils import check_choice, check_int
-    from .paths import check_writable_dir
     check_choice('mode', mode, MODES)
     check_int('max_batches', max_batches, allow_none=True)
     check_int('num_samples', num_samples)
-    ckpt = tpu_utils.resolve_load_ckpt(logdir, load_ckpt)
+    ckpt = run_dir.resolve_load_ckpt(logdir, load_ckpt)
     if mode == 'bpd_eval' and not self.dataset.num_eval_examples:
-      raise tpu_utils.UsageError('mode=bpd_eval: dataset {} has no test split; expected mode=bpd_train'.format(
+      raise UsageError('mode=bpd_eval: dataset {} has no test split; expected mode=bpd_train'.format(
         self.dataset.name))
     out_dir = os.path.join(logdir, 'simple_eval')
     check_writable_dir(out_dir, 'simple_eval dir')
-    step = tpu_utils.checkpoint_step(ckpt)
+    step = run_dir.checkpoint_step(ckpt)
     self._print('{} of {} (step {}, {} weights)'.format(mode, ckpt, step, 'EMA' if ema else 'raw'))
     with self._make_graphs().as_default():
       with self.dist.session() as sess:
         sess.run(tf.local_variables_initializer())
-        tpu_utils.restore_weights(sess, ckpt, ema=ema)
+        run_dir.restore_weights(sess, ckpt, ema=ema)
         if mode == 'progressive_samples':
           return self.dump_progressive_samples(sess, step, os.path.join(out_dir, 'progressive_samples'), ema,
                                                num_samples=num_samples, seed=seed)
