@@ -163,8 +163,9 @@ def test_long_modules_say_why(module):
     if module in NOT_YET_SPLIT:
       pytest.skip('{} has {} lines: still to split by job'.format(module, num_lines))
     doc = ast.get_docstring(_parse(path)) or ''
-    assert LONG_MODULE_MARK in doc, '{} has {} lines; split it by job, or say in its docstring why it is one module ' \
-                                    '("{} because ...")'.format(os.path.relpath(path, REPO), num_lines, LONG_MODULE_MARK)
+    assert LONG_MODULE_MARK in doc, (
+      '{} has {} lines; split it by job, or say in its docstring why it is one module ("{} because ...")'.format(
+        os.path.relpath(path, REPO), num_lines, LONG_MODULE_MARK))
 
 
 def _exception_classes(path):

@@ -154,7 +154,8 @@ def run_training(
   checkpoints, summaries and kwargs.json, and a worker on which no step finishes for `worker_timeout_secs` (a peer is
   missing or dead) stops with ClusterError.
   Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
-  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write, ClusterError when a worker is lost.
+  another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write,
+  ClusterError when a worker is lost.
   """
   if model_dir is None:
     if log_dir is None or exp_name is None:
