@@ -22,14 +22,15 @@ from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule
 T = 10
 SEED = 3
 # with the paper's beta_end = 0.02 and T = 10 the chain barely leaves x_T (alphabar_T = 0.9): the samplers would
-# differ only on pixels that saturate; 0.5 gives alphabar_T = 0.05
+# differ only on pixels that saturate; 0.5 gives alphabar_T = 0.04
 BETA_END = 0.5
 SHAPE = [2, 8, 8, 3]  # --batch_size=2 --num_samples=2, digits at --resolution=8
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-  """A tiny digits run (2 steps, the second one at the full lr) and its network as a numpy function eps(x, t) of the raw weights."""
+  """A tiny digits run (2 steps, the second one at the full lr) and its network as a numpy function eps(x, t) of the
+  raw weights."""
   root = tmp_path_factory.mktemp('flags_sample')
   model_dir = str(root / 'run')
   load_script('run_cifar').train(
