@@ -50,11 +50,11 @@ def run(tmp_path_factory):
     x_ph = tf.placeholder(tf.float32, SHAPE)
     t_ph = tf.placeholder(tf.int32, SHAPE[:1])
     eps_out = model._denoise(x_ph, t_ph, y=tf.zeros(SHAPE[:1], tf.int32), dropout=0.)
-    saver = tf.train.Saver(tf.global_variables())  # the raw weights (sample --noema)
     seed_ph, stream_ph = tf.placeholder(tf.int64, []), tf.placeholder(tf.int64, [])
     draw = tf.random.stateless_normal(SHAPE, seed=tf.stack([seed_ph, stream_ph]))
   sess = tf.Session(graph=graph)
-  saver.restore(sess, ckpt)
+  with graph.as_default():  # the raw weights (sample --noema), restored as the scripts do on both stacks
+    load_script('run_cifar').tpu_utils.restore_weights(sess, ckpt, ema=False)
 
   def eps(x, t):
     return sess.run(eps_out, {x_ph: x.astype(np.float32), t_ph: np.full(SHAPE[:1], t, np.int32)}).astype(np.float64)
@@ -143,7 +143,7 @@ def _library_loop(run, **kw):
     denoise = lambda x, t: model._denoise(x, t, y=tf.zeros(SHAPE[:1], tf.int32), dropout=0.)
     extra = {} if kw.get('sampler') == 'pndm' else {'step_noise': tf.constant(step_noise, tf.float32)}
     out = model.diffusion.sample_loop(denoise, shape=SHAPE, x_T=tf.constant(x_T, tf.float32), **kw, **extra)
-    # the network's variables are shared with the restored graph: same EMA weights
+    # the network's variables are shared with the restored graph: the same raw weights
   return run['sess'].run(out)
 
 
