@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from helpers_scripts import load_npz, load_script, run_main
 
-from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule
+from diffusion_tf.diffusion_utils_2 import get_beta_schedule
 
 T = 10
 SEED = 3
