@@ -12,12 +12,9 @@ from ..errors import UsageError
 from ..models import unet
 from . import flags, model
 
-# U-Net configurations by name. 'unet2d16b2' is the paper's; the small ones are for the offline demo and tests.
-MODEL_CONFIGS = {
-  'unet2d16b2': dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,)),  # 35.7M params
-  'demo': dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
-  'tiny': dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,)),
-}
+# U-Net configurations by name (models/unet.py): 'unet2d16b2' is the paper's; the small ones are for the offline demo
+# and tests.
+MODEL_CONFIGS = {name: unet.CONFIGS[name] for name in ('unet2d16b2', 'demo', 'tiny')}
 DATASETS = ('cifar10', 'digits')
 
 
