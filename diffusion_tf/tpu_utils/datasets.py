@@ -46,6 +46,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import resource as tfds_resource
 
 from .. import compat
+from .flags import IMAGE_SIZES
 
 DATASET_NAMES = ('cifar10', 'celebahq256', 'lsun', 'digits')
 
@@ -173,10 +174,12 @@ _TfdsSpec = collections.namedtuple('_TfdsSpec', [
 _TFDS_SPECS = {
   'cifar10': _TfdsSpec(
     tfds_name='cifar10:' + compat.tfds_version('cifar10'), builder_dir='cifar10/' + compat.tfds_version('cifar10'),
-    image_size=32, eval_split='test', url='https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz', manual_file=None),
+    image_size=IMAGE_SIZES['cifar10'], eval_split='test',
+    url='https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz', manual_file=None),
   'celebahq256': _TfdsSpec(
     tfds_name='celeb_a_hq/256:' + compat.tfds_version('celeb_a_hq/256'),
-    builder_dir='celeb_a_hq/256/' + compat.tfds_version('celeb_a_hq/256'), image_size=256, eval_split=None,
+    builder_dir='celeb_a_hq/256/' + compat.tfds_version('celeb_a_hq/256'),
+    image_size=IMAGE_SIZES['celebahq256'], eval_split=None,
     url=None, manual_file='celeb_a_hq/data256x256.tar'),
 }
 
@@ -531,7 +534,7 @@ def load_digits_images(resolution=32):
 class DigitsDataset(_ImageDataset):
   """Offline stand-in for demos and tests: real handwritten digits, no download."""
 
-  def __init__(self, *, resolution=32, seed=547):
+  def __init__(self, *, resolution=IMAGE_SIZES['digits'], seed=547):
     if resolution not in DIGITS_RESOLUTIONS:
       raise ValueError('digits resolution={!r}; expected one of {}'.format(resolution, DIGITS_RESOLUTIONS))
     images = load_digits_images(resolution)
@@ -584,4 +587,4 @@ def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution
     return TfdsDataset(name, tfds_data_dir=tfds_data_dir, seed=seed)
   if name == 'lsun':
     return LsunDataset(tfr_file, resolution=resolution, seed=seed)
-  return DigitsDataset(resolution=resolution or 32, seed=seed)
+  return DigitsDataset(resolution=resolution or IMAGE_SIZES['digits'], seed=seed)
