@@ -36,11 +36,11 @@ from .diffusers_config import (  # noqa: F401 (this module's names)
 from .errors import CheckpointError
 from .safetensors_io import bfloat16_bits_to_float32, read_safetensors, write_safetensors  # noqa: F401
 from .torch_bin import read_torch_bin
+from .unet_layout import EMA_SUFFIX
 from .unet_layout import (  # noqa: F401 (this module's names)
   canonical_diffusers_names, diffusers_to_tf, from_tf_layout, tf_to_diffusers, to_tf_layout, unet_hparams_from_tf,
   unet_param_specs)
 
-EMA_SUFFIX = '/ExponentialMovingAverage'
 CONFIG_NAME = 'config.json'
 SAFETENSORS_NAME = 'diffusion_pytorch_model.safetensors'
 BIN_NAME = 'diffusion_pytorch_model.bin'
@@ -185,7 +185,7 @@ def unet_weights_from_tf(values, *, ema, prefix='model'):
   """Picks the U-Net weights out of a checkpoint's values: the EMA shadows (under the live names) if `ema`, else the
   live weights; optimizer slots, global_step and other variables are dropped."""
   p = prefix + '/'
-  live = [n for n in values if n.startswith(p) and '/ExponentialMovingAverage' not in n and not
+  live = [n for n in values if n.startswith(p) and EMA_SUFFIX not in n and not
           re.search(r'/(Adam|Adam_1|Momentum|RMSProp|RMSProp_1)$', n)]
   if not live:
     raise CheckpointError('no variables under {!r} in the checkpoint (found e.g. {})'.format(p, sorted(values)[:3]))

@@ -9,6 +9,11 @@ import numpy as np
 from .diffusers_config import UnetHParams, attn_levels
 from .errors import CheckpointError
 
+# The EMA shadow of variable v is the variable v/ExponentialMovingAverage (tf.train.ExponentialMovingAverage's name,
+# which the released checkpoints use).
+EMA_NAME = 'ExponentialMovingAverage'
+EMA_SUFFIX = '/' + EMA_NAME
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Name and layout mapping. One walk over the architecture (the same order as unet.model) gives, for every TF
 # variable, its shape, its diffusers key and the layout conversion.

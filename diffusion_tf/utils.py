@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from .errors import WriteError
+from .unet_layout import EMA_NAME, EMA_SUFFIX
 
 # The original read the GCS bucket's region here; it lives with the bucket layout, in tpu_utils/paths.py.
 from .tpu_utils.paths import get_gcp_region  # noqa: F401
@@ -107,8 +108,8 @@ class WeightEMA:
     updates = []
     for var in var_list:
       with tf.variable_scope(var.op.name, auxiliary_name_scope=False), tf.colocate_with(var):
-        avg = tf.get_variable('ExponentialMovingAverage', initializer=var.initial_value, trainable=False)
-      assert avg.op.name == var.op.name + '/ExponentialMovingAverage', avg.op.name
+        avg = tf.get_variable(EMA_NAME, initializer=var.initial_value, trainable=False)
+      assert avg.op.name == var.op.name + EMA_SUFFIX, avg.op.name
       self._averages[var.op.name] = avg
       with tf.colocate_with(avg):
         updates.append(avg.assign_sub((1. - decay) * (avg - var)))
@@ -119,7 +120,7 @@ class WeightEMA:
     return self._averages.get(var.op.name)
 
   def average_name(self, var):
-    return var.op.name + '/ExponentialMovingAverage'
+    return var.op.name + EMA_SUFFIX
 
   def variables_to_restore(self):
     """{checkpoint name: variable} mapping each shadow name to itself (as the tf.train class does for shadows)."""

@@ -29,7 +29,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.dirname(__file__)))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
 import numpy as np  # noqa: E402
@@ -122,8 +121,9 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
       ', '.join('--' + k for k in unknown), ', '.join(sorted(DEMO_CONFIG))))
   config = dict(DEMO_CONFIG, **overrides)
   t_start = time.time()
-  import run_cifar  # the paper's CIFAR-10 script; importing it sets up TensorFlow quietly
+  cli.quiet_tensorflow()  # before TensorFlow loads (the imports below), as run_cifar.py does
   from diffusion_tf import utils
+  from diffusion_tf.tpu_utils import cifar_commands as run_cifar  # run_cifar.py's commands, from the package
   from diffusion_tf.tpu_utils import datasets, reproduce as reproduce_lib
 
   run_dir = os.path.abspath(os.path.join(out_dir, datetime.datetime.now().strftime('%Y%m%d-%H%M%S')))

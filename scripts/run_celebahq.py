@@ -69,19 +69,7 @@ def evaluation(
   training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags as in
   run_cifar.py evaluation.
   """
-  paths = Paths(bucket_name_prefix, region)
-  model_dir = paths.resolve(model_dir)
-  kwargs = tpu_utils.load_train_kwargs(model_dir)
-  _validate_kwargs(kwargs)
-  tfds_data_dir = paths.resolve(tfds_data_dir)
-  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
-  script_utils.evaluate_run(
-    model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
-    once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
-    num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
-    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed, samples_dir=samples_dir,
-    full_reference_sets=full_reference_sets,
-    stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir(kwargs['dataset'], tfds_data_dir=tfds_data_dir))
+  script_utils.evaluation_from_flags(SCRIPT, dict(locals()))
 
 
 SCRIPT = script_utils._Script(name='run_celebahq.py', train_fn=train, load_model=_load_model,

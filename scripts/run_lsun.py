@@ -96,10 +96,7 @@ def evaluation(
   and a line says so. --dump_samples_only writes the samples into --samples_dir (default model_dir/eval). Other
   flags as in run_cifar.py evaluation.
   """
-  paths = Paths(bucket_name_prefix, region)
-  model_dir = paths.resolve(model_dir)
-  kwargs = tpu_utils.load_train_kwargs(model_dir)
-  _validate_kwargs(kwargs)
+  paths, model_dir, kwargs = script_utils.load_run(model_dir, bucket_name_prefix, region, _validate_kwargs)
   script_utils.check_str('tfr_file', tfr_file)
   resolved = paths.resolve(tfr_file)
   trained_on = kwargs.get('tfr_path', kwargs.get('tfr_file'))

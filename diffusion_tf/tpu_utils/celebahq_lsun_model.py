@@ -11,11 +11,8 @@ from ..diffusion_utils import LOSS_TYPES, GaussianDiffusion, get_beta_schedule
 from ..models import unet
 from . import flags, model
 
-# U-Net configurations by name: the paper's 256x256 model, and a small one for tests.
-MODEL_CONFIGS = {
-  'unet2d16b2c112244': dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,)),  # 114M
-  'tiny': dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,)),
-}
+# U-Net configurations by name (models/unet.py): the paper's 256x256 model, and a small one for tests.
+MODEL_CONFIGS = {name: unet.CONFIGS[name] for name in ('unet2d16b2c112244', 'tiny')}
 DATASETS = ('celebahq256', 'cifar10', 'digits')
 
 

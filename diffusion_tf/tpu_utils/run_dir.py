@@ -11,10 +11,10 @@ import tensorflow.compat.v1 as tf
 
 from .. import provenance, utils
 from ..errors import UsageError
+from ..unet_layout import EMA_SUFFIX
 from . import checkpoint_recovery
 from .paths import is_url
 
-EMA_SUFFIX = '/ExponentialMovingAverage'
 KWARGS_FILE = 'kwargs.json'
 
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .. import provenance, samplers, utils
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic  # noqa: F401 (also the scripts' names)
-from . import devices, evaluation, run_dir, sample_shards, training
+from . import datasets, devices, evaluation, run_dir, sample_shards, simple_eval_worker, training
 from .cli import quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
 from .flags import (  # noqa: F401 (the scripts' names)
   IMAGE_SIZES, OPTIMIZERS, OUTPUT_TYPES, SAMPLERS, DatasetInfo, check_beta_schedule, check_bool, check_choice,
@@ -311,6 +311,16 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     warm_start_from=warm_start_from)
 
 
+def load_run(model_dir, bucket_name_prefix, region, validate_kwargs):
+  """(paths, model_dir, kwargs) of a training run named on the command line: its directory resolved (inside the
+  bucket with --bucket_name_prefix) and its kwargs.json checked by the script's validate_kwargs."""
+  paths = Paths(bucket_name_prefix, region)
+  model_dir = paths.resolve(model_dir)
+  kwargs = run_dir.load_train_kwargs(model_dir)
+  validate_kwargs(kwargs)
+  return paths, model_dir, kwargs
+
+
 def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
                  num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs, timeout_secs,
                  seed, stats_name=None, samples_dir=None, full_reference_sets=False, limit_dataset_size=0):
@@ -339,3 +349,49 @@ def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dum
   worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
              load_ckpt=load_ckpt, samples_dir=paths.resolve(samples_dir), poll_secs=poll_secs,
              timeout_secs=timeout_secs, seed=seed)
+
+
+def simple_eval_run(*, model_dir, model_constructor, ds, paths, tpu_name, mode, load_ckpt, total_bs, ema,
+                    max_batches, num_gpus, seed, num_samples):
+  """A script's `simple_eval` once its run and dataset are known: simple_eval_worker.SimpleEvalWorker on one
+  checkpoint (load_ckpt relative to model_dir as in the original, a prefix, or None for the latest)."""
+  worker = simple_eval_worker.SimpleEvalWorker(
+    tpu_name=tpu_name,
+    model_constructor=model_constructor,
+    total_bs=total_bs,
+    dataset=ds,
+    num_gpus=num_gpus)
+  worker.run(mode=mode, logdir=model_dir, load_ckpt=run_dir.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve),
+             ema=ema, max_batches=max_batches, seed=seed, num_samples=num_samples)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `evaluation` and `simple_eval` of a run trained on a tfds data set (run_cifar.py, run_celebahq.py): the scripts
+# pass their flags (dict(locals())) and their _Script
+
+def evaluation_from_flags(script, flags):
+  """The `evaluation` command of a script whose runs read tfds data (tfds_data_dir): flags are its keyword
+  arguments; reference statistics default to <tfds_data_dir>/fid_stats."""
+  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      script.validate_kwargs)
+  tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
+  stats_dir = paths.resolve(flags['stats_dir']) or evaluation.default_stats_dir(kwargs['dataset'],
+                                                                                tfds_data_dir=tfds_data_dir)
+  evaluate_run(
+    model_dir=model_dir, model_constructor=lambda: script.load_model(kwargs, ds), ds=ds, paths=paths,
+    stats_dir=stats_dir, **{k: flags[k] for k in (
+      'tpu_name', 'once', 'dump_samples_only', 'total_bs', 'load_ckpt', 'num_inception_samples', 'inception_graph',
+      'non_ema_pass', 'num_gpus', 'poll_secs', 'timeout_secs', 'seed', 'samples_dir', 'full_reference_sets')})
+
+
+def simple_eval_from_flags(script, flags):
+  """The `simple_eval` command of a script whose runs read tfds data: flags are its keyword arguments."""
+  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      script.validate_kwargs)
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(flags['tfds_data_dir']),
+                            resolution=kwargs.get('resolution'))
+  simple_eval_run(
+    model_dir=model_dir, model_constructor=lambda: script.load_model(kwargs, ds), ds=ds, paths=paths,
+    **{k: flags[k] for k in ('tpu_name', 'mode', 'load_ckpt', 'total_bs', 'ema', 'max_batches', 'num_gpus', 'seed',
+                             'num_samples')})

@@ -70,7 +70,7 @@ def _make_ema(*, global_step, ema_decay, trainable_variables, mirrored):
     shadows, updates = {}, []
     for var in trainable_variables:
       with tf.variable_scope(var.op.name, auxiliary_name_scope=False):
-        shadow = tf.get_variable('ExponentialMovingAverage', initializer=var.initial_value, trainable=False)
+        shadow = tf.get_variable(utils.EMA_NAME, initializer=var.initial_value, trainable=False)
       shadows[var.op.name] = shadow
       updates.append(strategy.extended.update(
         shadow, lambda s, v: s.assign_sub((1. - decay) * (s - v)), args=(var,), group=True))
