@@ -18,6 +18,7 @@ import tensorflow.compat.v1 as tf
 from helpers_scripts import load_npz, load_script, run_main
 
 from diffusion_tf.diffusion_utils_2 import get_beta_schedule
+from diffusion_tf.tpu_utils import run_dir
 
 T = 10
 SEED = 3
@@ -54,7 +55,7 @@ def run(tmp_path_factory):
     draw = tf.random.stateless_normal(SHAPE, seed=tf.stack([seed_ph, stream_ph]))
   sess = tf.Session(graph=graph)
   with graph.as_default():  # the raw weights (sample --noema), restored as the scripts do on both stacks
-    load_script('run_cifar').tpu_utils.restore_weights(sess, ckpt, ema=False)
+    run_dir.restore_weights(sess, ckpt, ema=False)
 
   def eps(x, t):
     return sess.run(eps_out, {x_ph: x.astype(np.float32), t_ph: np.full(SHAPE[:1], t, np.int32)}).astype(np.float64)

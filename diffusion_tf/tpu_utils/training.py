@@ -79,6 +79,16 @@ def _make_ema(*, global_step, ema_decay, trainable_variables, mirrored):
   return tf.distribute.get_replica_context().merge_call(_merge_fn)
 
 
+def _failed_path(message):
+  """The file named in an OpError's message `... <path>; <cause>`: on TF 1.15 that is the message's first line, on
+  TF 2.15 a later one (after 'Graph execution error:'). None when no line names one."""
+  for line in message.splitlines():
+    words = line.split(';')[0].split() if ';' in line else []
+    if words and '/' in words[-1]:
+      return words[-1]
+  return None
+
+
 def _raise_if_write_failure(e, model_dir):
   """A utils.WriteError for an error of training that is a failed write (a full disk, no permission): it names the
   file and the cause; the partial files of a checkpoint save cut short are removed (the `checkpoint` state file
@@ -94,7 +104,7 @@ def _raise_if_write_failure(e, model_dir):
         tf.io.gfile.remove(partial)
     except (tf.errors.OpError, OSError):
       pass
-  path = e.message.split(';')[0].strip() if ';' in e.message else model_dir
+  path = _failed_path(e.message) or model_dir
   last = tf.train.latest_checkpoint(model_dir)
   raise utils.WriteError('cannot write {} while training: {} ({}); {}'.format(
     path, cause, type(e).__name__, 'the last complete checkpoint, {}, is untouched'.format(last) if last else
