@@ -1,4 +1,5 @@
-"""Shared by the benchmark driver and both workers (stdlib only; runs on Python 3.7 and 3.11).
+"""Shared by the benchmark driver and both workers (stdlib and diffusion_tf/models/configs.py only; runs on Python 3.7
+and 3.11).
 
 - The two U-Net configurations measured (the DDPM paper's CIFAR-10 and LSUN 256x256 models) and the matching
   google/ddpm-cifar10-32 and google/ddpm-ema-church-256 configurations of diffusers' UNet2DModel.
@@ -11,11 +12,15 @@ import json
 import os
 import resource
 import sys
+import time
 
-# The DDPM U-Nets (Ho et al. 2020, appendix B) as keyword arguments of diffusion_tf.models.unet.model.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from diffusion_tf.models.configs import CONFIGS  # noqa: E402 (plain Python: the PyTorch worker imports it too)
+
+# The DDPM U-Nets (Ho et al. 2020, appendix B) measured: keyword arguments of diffusion_tf.models.unet.model.
 MODELS = {
-  'cifar10': dict(resolution=32, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,)),
-  'church256': dict(resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,)),
+  'cifar10': dict(resolution=32, **CONFIGS['unet2d16b2']),
+  'church256': dict(resolution=256, **CONFIGS['unet2d16b2c112244']),
 }
 # Parameter counts of the released checkpoints (and of diffusers' google/ddpm-cifar10-32 / google/ddpm-ema-church-256).
 PARAM_COUNTS = {'cifar10': 35746307, 'church256': 113673219}
@@ -176,10 +181,18 @@ class Channel:
     return json.loads(line)
 
 
+def warm_up(run_once, repetitions, info):
+  """The case's untimed warm-up repetitions (graph optimisation, allocator and kernel caches); their time goes into
+  info['warmup_s']."""
+  t0 = time.perf_counter()
+  for _ in range(repetitions):
+    run_once()
+  info['warmup_s'] = round(time.perf_counter() - t0, 2)
+
+
 def serve(setup):
   """Worker main loop. `setup(case)` builds the case, warms it up and returns (run_once, info dict); then each
   {"cmd": "run"} runs one timed repetition, and {"cmd": "done"} reports peak memory and exits."""
-  import time
   chan = Channel()
   case = chan.receive()
   try:

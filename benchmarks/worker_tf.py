@@ -10,7 +10,6 @@ model as it is).
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -117,10 +116,7 @@ def setup(case):
   def run_once():
     sess.run(fetch, feed_dict=feed)
 
-  t0 = time.perf_counter()
-  for _ in range(case['warmup']):
-    run_once()
-  info['warmup_s'] = round(time.perf_counter() - t0, 2)
+  common.warm_up(run_once, case['warmup'], info)
   return run_once, info
 
 

@@ -8,7 +8,6 @@ Started by bench.py under .venv-peer's Python; speaks the line protocol of commo
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -113,10 +112,7 @@ def setup(case):
     if kind == 'train':
       model.train()
 
-  t0 = time.perf_counter()
-  for _ in range(case['warmup']):
-    run_once()
-  info['warmup_s'] = round(time.perf_counter() - t0, 2)
+  common.warm_up(run_once, case['warmup'], info)
   return run_once, info
 
 

@@ -8,15 +8,6 @@ import tensorflow.compat.v1 as tf
 
 from .. import nn
 
-# The U-Net's configurations by name (the keyword arguments of `model` that fix its architecture): the paper's
-# CIFAR-10 and 256x256 models, and small ones for the offline demo and tests. The scripts' models pick theirs.
-CONFIGS = {
-  'unet2d16b2': dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,)),  # 35.7M params
-  'unet2d16b2c112244': dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,)),  # 114M
-  'demo': dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)),
-  'tiny': dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,)),
-}
-
 
 def nonlinearity(x):
   """Swish / SiLU: x * sigmoid(x)."""

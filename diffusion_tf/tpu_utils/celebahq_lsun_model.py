@@ -8,11 +8,11 @@ import functools
 import tensorflow.compat.v1 as tf
 
 from ..diffusion_utils import LOSS_TYPES, GaussianDiffusion, get_beta_schedule
-from ..models import unet
+from ..models import configs, unet
 from . import flags, model
 
 # U-Net configurations by name (models/unet.py): the paper's 256x256 model, and a small one for tests.
-MODEL_CONFIGS = {name: unet.CONFIGS[name] for name in ('unet2d16b2c112244', 'tiny')}
+MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in ('unet2d16b2c112244', 'tiny')}
 DATASETS = ('celebahq256', 'cifar10', 'digits')
 
 

@@ -9,12 +9,12 @@ import tensorflow.compat.v1 as tf
 
 from ..diffusion_utils_2 import LOSS_TYPES, MODEL_MEAN_TYPES, MODEL_VAR_TYPES, GaussianDiffusion2, get_beta_schedule
 from ..errors import UsageError
-from ..models import unet
+from ..models import configs, unet
 from . import flags, model
 
-# U-Net configurations by name (models/unet.py): 'unet2d16b2' is the paper's; the small ones are for the offline demo
+# U-Net configurations by name (models/configs.py): 'unet2d16b2' is the paper's; the small ones are for the offline demo
 # and tests.
-MODEL_CONFIGS = {name: unet.CONFIGS[name] for name in ('unet2d16b2', 'demo', 'tiny')}
+MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in ('unet2d16b2', 'demo', 'tiny')}
 DATASETS = ('cifar10', 'digits')
 
 
