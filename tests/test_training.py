@@ -223,3 +223,5 @@ def test_lsun_warm_start_initialises_every_variable(tmp_path):
   w_ema = 'model/conv_in/W/ExponentialMovingAverage'
   np.testing.assert_allclose(dst.get_tensor(w_ema), src.get_tensor(w_ema), atol=1e-5)
   assert np.abs(src.get_tensor(w_ema) - src.get_tensor('model/conv_in/W')).max() < 1e-2
+  # and the weights: one Adam step (about lr = 1e-3 per element) from the source's, not a new init (U(-0.14, 0.14))
+  assert np.abs(dst.get_tensor('model/conv_in/W') - src.get_tensor('model/conv_in/W')).max() < 5e-3

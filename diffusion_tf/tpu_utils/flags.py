@@ -116,6 +116,8 @@ OPTIMIZERS = ('adam', 'rmsprop')
 def check_train_flags(kwargs):
   """The optimizer and run-control flags of every script's train()."""
   check_str('exp_name', kwargs['exp_name'])
+  if kwargs.get('date_str') is not None:  # fire turns --date_str=20210203 into an int; the run's path needs text
+    kwargs['date_str'] = check_str('date_str', kwargs['date_str'])
   check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
   check_int('total_bs', kwargs['total_bs'])
   check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
