@@ -186,6 +186,7 @@ class EvalWorker:
       count = dict(train=self.dataset.num_train_examples, test=self.dataset.num_eval_examples)[key]
       stats, path = fid_stats.get_or_compute_statistics(
         self.stats_dir, dataset=self.stats_name, split=name, extractor=self._extractor, num_samples=num,
+        allow_fewer=count is None,  # unknown size (LSUN): at most limit // total_bs batches, as the original's take()
         batches_fn=lambda input_fn=input_fn, count=count, batch_size=batch_size: iterate_real_images(
           input_fn, count, batch_size))
       self._print('reference statistics ({} split, {} images, {} set): {}'.format(

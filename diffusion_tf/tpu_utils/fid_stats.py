@@ -72,7 +72,7 @@ class RunningMoments:
     return mu, sigma
 
 
-def compute_statistics(batches, extractor, *, num_samples=None, keep_logits=False):
+def compute_statistics(batches, extractor, *, num_samples=None, keep_logits=False, allow_fewer=False):
   """FID statistics (and the Inception Score) of images streamed in batches, keeping no pool_3 features.
 
   :param batches: iterable of image arrays [B, H, W, 3], uint8 {0..255} (real data) or float in [-1, 1].
@@ -80,8 +80,9 @@ def compute_statistics(batches, extractor, *, num_samples=None, keep_logits=Fals
     and .graph_sha256).
   :param num_samples: use the first num_samples images; None = all of them.
   :param keep_logits: also return the logits [N, 1008] float32 (for the split Inception Score of samples).
+  :param allow_fewer: num_samples is only an upper bound (data of unknown size may end first).
   :return: dict(mu [D], sigma [D, D], num_samples, inception_score (one split), graph_sha256[, logits]).
-  :raises ValueError: if fewer than num_samples (or fewer than 2) images arrive.
+  :raises ValueError: if fewer than num_samples (unless allow_fewer) or fewer than 2 images arrive.
   """
   moments, logits, seen = RunningMoments(), [], 0
   for images in batches:
@@ -95,7 +96,7 @@ def compute_statistics(batches, extractor, *, num_samples=None, keep_logits=Fals
     seen += len(images)
     if num_samples is not None and seen >= num_samples:
       break
-  if num_samples is not None and seen < num_samples:
+  if num_samples is not None and seen < num_samples and not allow_fewer:
     raise ValueError('asked for statistics of {} images but the data has only {}'.format(num_samples, seen))
   mu, sigma = moments.mean_and_covariance()
   logits = np.concatenate(logits)
@@ -151,19 +152,21 @@ def load_statistics(path):
   return stats
 
 
-def get_or_compute_statistics(stats_dir, *, dataset, split, batches_fn, extractor, num_samples=None):
+def get_or_compute_statistics(stats_dir, *, dataset, split, batches_fn, extractor, num_samples=None,
+                              allow_fewer=False):
   """Load the cached statistics of (dataset, split, num_samples, extractor's graph), or compute and cache them.
 
   :param stats_dir: directory of statistics files (e.g. next to the data).
   :param batches_fn: called with no arguments only when the statistics must be computed; returns an iterable of
     uint8 image batches [B, H, W, 3] of the split, in a fixed order.
   :param num_samples: first num_samples images of the split; None = the whole split.
+  :param allow_fewer: num_samples is an upper bound, for splits of unknown size (the file name keeps the bound).
   :return: (stats dict as load_statistics returns it, path of the file).
   """
   path = os.path.join(stats_dir, stats_filename(dataset, split, num_samples=num_samples,
                                                 graph_sha256=extractor.graph_sha256))
   if not os.path.isfile(path):
-    stats = compute_statistics(batches_fn(), extractor, num_samples=num_samples)
+    stats = compute_statistics(batches_fn(), extractor, num_samples=num_samples, allow_fewer=allow_fewer)
     stats.update(dataset=dataset, split=split)
     save_statistics(path, stats)
   return load_statistics(path), path

@@ -6,7 +6,8 @@ import tensorflow.compat.v1 as tf
 
 
 class SeededNoise:
-  """A `noise_fn` for the samplers whose k-th draw in batch b is stateless_normal(seed=(seed, b * 2^20 + k)).
+  """A `noise_fn` for the samplers whose k-th draw (k = 1, 2, ...) in batch b on replica r (< 64) is
+  stateless_normal(seed=(seed, (64 b + r) * 2^20 + k)).
 
   Every batch restarts the count (`reset`), so batch b gets the same noise whether or not the batches before it ran
   in this process. Draws happen in a fixed order: each sampling step's noise feeds the next step.
