@@ -3,6 +3,10 @@
 Checks that every output the demo promises exists and makes sense: images decode to the tiled shape of the
 requested number of samples, the samples are uint8 in [0, 255], the loss, bits/dim and quality numbers are finite
 and in their valid ranges, the checkpoint of the last step is written, and summary.json agrees with the files.
+Each of the demo's flags reaches the run: --out_dir (where the run is), --num_samples (samples.npz),
+--bpd_images (bpd.npz), --quality_samples (the quality numbers' sample count), --train_secs (the stop hook's line
+and the summaries' time span), and its config overrides (T: the bpd terms; lr, warmup, save_summary_steps: the
+learning-rate summary of every step).
 """
 
 import glob
@@ -11,12 +15,15 @@ import math
 import os
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 from PIL import Image
 
 import helpers_scripts
 
 NUM_SAMPLES = 4  # tiled 2 x 2: (8 + 2) * 2 - 2 = 18 pixels a side
 T = 50  # the demo samples with DDIM-50, which needs T >= 50
+TRAIN_SECS = 3
+LR, WARMUP = 2e-3, 5  # not the demo's 1e-3 and 100: the lr summaries show that the overrides reach the optimizer
 
 
 def _png(path):
@@ -28,14 +35,15 @@ def _png(path):
 def test_demo_outputs_exist_and_make_sense(tmp_path, capsys):
   demo = helpers_scripts.load_script('demo')
   out_dir = tmp_path / 'demo_output'
-  demo.main(out_dir=str(out_dir), train_secs=3, num_samples=NUM_SAMPLES, bpd_images=2, quality_samples=16,
-            num_diffusion_timesteps=T, warmup=5, save_summary_steps=1, log_every_steps=1000)
+  demo.main(out_dir=str(out_dir), train_secs=TRAIN_SECS, num_samples=NUM_SAMPLES, bpd_images=2, quality_samples=16,
+            num_diffusion_timesteps=T, warmup=WARMUP, lr=LR, save_summary_steps=1, log_every_steps=1000)
   printed = capsys.readouterr().out
   run_dir, = glob.glob(str(out_dir / '*'))
   assert '== done in' in printed and run_dir in printed
 
   summary = json.load(open(os.path.join(run_dir, 'summary.json')))
-  assert summary['config']['num_diffusion_timesteps'] == T
+  assert summary['config'] == dict(demo.DEMO_CONFIG, num_diffusion_timesteps=T, warmup=WARMUP, lr=LR,
+                                   save_summary_steps=1, log_every_steps=1000)
   assert summary['steps'] >= 1
   for key in ('final_loss', 'test_bits_per_dim', 'test_prior_bits_per_dim'):
     assert math.isfinite(summary[key]) and summary[key] >= 0, (key, summary[key])
@@ -44,6 +52,18 @@ def test_demo_outputs_exist_and_make_sense(tmp_path, capsys):
   model_dir = os.path.join(run_dir, 'model')
   assert summary['model_dir'] == model_dir
   assert helpers_scripts.checkpoint_steps(model_dir)[-1] == summary['steps']
+
+  # --train_secs stops the training (not the default 330 s): the stop hook's line, and summaries spanning less
+  # than a minute; the overrides reach the run: every step summarized (save_summary_steps=1), and the learning rate
+  # of step s is lr * min((s - 1) / warmup, 1) (the summary of step s is written after update s - 1)
+  assert 'stopping: --max_train_secs={} reached'.format(TRAIN_SECS) in printed
+  lr = helpers_scripts.read_scalars(model_dir)['train/lr']
+  assert len(lr) >= 2 and sorted(lr) == list(range(1, max(lr) + 1))
+  for step, value in lr.items():
+    assert abs(value - LR * min((step - 1) / WARMUP, 1.)) < 1e-6 * LR, (step, value)
+  wall_times = [e.wall_time for path in glob.glob(os.path.join(model_dir, 'events.out.tfevents.*'))
+                for e in tf.train.summary_iterator(path) if any(v.tag == 'train/loss' for v in e.summary.value)]
+  assert max(wall_times) - min(wall_times) < TRAIN_SECS + 60
 
   # samples: uint8 [N, 8, 8, 3], and the PNGs are their tiles at native size and 4x
   samples = np.load(os.path.join(run_dir, 'samples.npz'))['arr_0']
