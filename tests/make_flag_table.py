@@ -1,0 +1,70 @@
+"""Writes the table of tests/README.md: each flag of each command and the test functions that set it.
+
+Run from the repository root: `.venv/bin/python tests/make_flag_table.py > /tmp/table.md`, then paste. A flag is
+listed with the functions of tests/test_flags_*.py (the modules written to prove flags, issue 16) that set it, else
+with the other tests that set it (exercised, not audited), else as **no test**. tests/test_flag_table.py checks that
+the table names every flag and only tests that exist.
+"""
+
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import test_flag_table  # noqa: E402
+
+
+# Set where no test function names the flag itself (a module-level flag list), or where the shared path is the point.
+MANUAL = {'worker_timeout_secs': (
+  'test_multi_worker.py::test_a_killed_worker_stops_the_others_with_an_error_after_resuming (the survivors stop '
+  'within the timeout)')}
+CLOUD_ONLY = ('tpu_name', 'bucket_name_prefix', 'region')
+
+
+class _Patch:
+  def setattr(self, obj, name, value):
+    setattr(obj, name, value)
+
+
+def _functions(path):
+  """{function name: source} of a test file's top-level functions."""
+  text = open(path).read()
+  parts = re.split(r'^(?=def \w+)', text, flags=re.M)
+  return {re.match(r'def (\w+)', p).group(1): p for p in parts if p.startswith('def ')}
+
+
+def _users(flag, files):
+  pattern = re.compile(r"--{0}\b|\b{0}=|'{0}'".format(re.escape(flag)))
+  return ['{}::{}'.format(f, name) for f in files for name, src in _functions(os.path.join(HERE, f)).items()
+          if pattern.search(src)]
+
+
+def main():
+  commands = test_flag_table._commands(_Patch())
+  files = sorted(f for f in os.listdir(HERE) if f.startswith('test_') and f.endswith('.py') and
+                 f != 'test_flag_table.py')
+  audited = [f for f in files if f.startswith('test_flags_')]
+  others = [f for f in files if f not in audited]
+  print('| command | flag | test |')
+  print('| --- | --- | --- |')
+  for command in sorted(commands):
+    for flag in sorted(commands[command]):
+      proof = _users(flag, audited)
+      if flag in MANUAL:
+        text = '**{}**'.format(MANUAL[flag])
+      elif flag in CLOUD_ONLY:
+        text = 'TPU/GCS only: the shared Paths/device code path, {}'.format(', '.join(
+          (proof or _users(flag, others))[:3]))
+      elif proof:
+        text = '**{}**'.format(', '.join(proof[:4]))
+      else:
+        proof = _users(flag, others)
+        text = 'exercised (not audited): {}'.format(', '.join(proof[:3])) if proof else '**no test**'
+      print('| {} | `--{}` | {} |'.format(command, flag, text))
+
+
+if __name__ == '__main__':
+  main()
