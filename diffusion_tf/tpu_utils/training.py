@@ -244,10 +244,12 @@ def run_training(
       loss=loss, trainable_variables=trainable_variables, global_step=global_step, lr=warmed_up_lr,
       optimizer=optimizer, grad_clip=replica_grad_clip(grad_clip, dist.num_replicas), tpu=use_tpu)
 
-    # ema, updated after each step
-    ema, ema_op = _make_ema(global_step=global_step, ema_decay=ema_decay, trainable_variables=trainable_variables,
-                            mirrored=dist.uses_strategy)
+    # ema, updated after each step: its ops are built under the dependency on the optimizer's update, so that they
+    # read the updated weights and the incremented step (k + 1 after step k, hence global_step - 1 for the decay).
+    # (Unlike the original, whose EMA ops, built outside it, raced with the update and on CPU read the old weights.)
     with tf.control_dependencies([train_op]):
+      ema, ema_op = _make_ema(global_step=global_step - 1, ema_decay=ema_decay,
+                              trainable_variables=trainable_variables, mirrored=dist.uses_strategy)
       train_op = tf.group(ema_op)
 
     # summaries
