@@ -15,11 +15,6 @@ from helpers_scripts import REPO, load_script
 
 API_FILE = os.path.join(REPO, 'tests', 'data', 'original_api.txt')
 
-# Issue 13 adds these two methods of run_celebahq.Model (with their command line); until then they are checked
-# only if they exist.
-PROVIDED_ELSEWHERE = {('scripts/run_celebahq.py', 'Model.samples_fn_denoising_trajectory'): 'issue 13',
-                      ('scripts/run_celebahq.py', 'Model.interpolate_fn'): 'issue 13'}
-
 
 def _parse_api(path):
   """[(module file, qualified name, kind, signature text or None)] of every public name in the listing."""
@@ -119,8 +114,6 @@ def test_original_public_names_and_signatures(module_file):
         problems.append('{}: missing'.format(where))
       continue
     if owner is None or not hasattr(owner, attr):
-      if (module_file, name) in PROVIDED_ELSEWHERE:
-        continue
       problems.append('{}: missing'.format(where))
       continue
     obj = inspect.getattr_static(owner, attr) if kind == 'method' else getattr(owner, attr)
