@@ -137,7 +137,8 @@ class GaussianDiffusion(GaussianDiffusionBase):
 
     Returns placeholders x1, x2 (images in [-1, 1]), lam (mixing weight) and t (how many steps to diffuse; t = 0
     diffuses one step), and the tensor x_interp: both images are diffused to x_t with q, mixed linearly,
-    (1 - lam) x1_t + lam x2_t, then denoised with the reverse process from t.
+    (1 - lam) x1_t + lam x2_t, then denoised with the reverse process from t. Every draw comes from noise_fn: x1's
+    forward noise, x2's, then one per reverse step.
     """
     assert isinstance(shape, (tuple, list))
     x1 = tf.placeholder(tf.float32, shape)
@@ -145,8 +146,12 @@ class GaussianDiffusion(GaussianDiffusionBase):
     lam = tf.placeholder(tf.float32, shape=())
     t = tf.placeholder(tf.int32, shape=())
     t_batched = tf.fill([shape[0]], t)
-    xt1 = self.q_sample(x1, t=t_batched)
-    xt2 = self.q_sample(x2, t=t_batched)
+    # one draw per image, x2's after x1's: a counting noise_fn (seeded_sampling.SeededNoise) gives x1 draw 1, x2 draw 2
+    noise1 = noise_fn(shape=shape, dtype=tf.float32)
+    with tf.control_dependencies([noise1]):
+      noise2 = noise_fn(shape=shape, dtype=tf.float32)
+    xt1 = self.q_sample(x1, t=t_batched, noise=noise1)
+    xt2 = self.q_sample(x2, t=t_batched, noise=noise2)
     xt_interp = (1 - lam) * xt1 + lam * xt2
     x_interp, = self._reverse_loop(
       lambda i_, img_: [self.p_sample(denoise_fn=denoise_fn, x=img_, t=tf.fill([shape[0]], i_), noise_fn=noise_fn)],

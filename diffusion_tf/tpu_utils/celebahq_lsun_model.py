@@ -59,21 +59,21 @@ class Model(model.Model):
       include_xstartpred_freq=max(1, self.diffusion.num_timesteps // 20))
     return {'samples': samples, 'progressive_samples': xstartpreds}
 
-  def samples_fn_denoising_trajectory(self, dummy_noise, y, repeat_noise_steps=0):
+  def samples_fn_denoising_trajectory(self, dummy_noise, y, repeat_noise_steps=0, noise_fn=tf.random_normal):
     """The whole ancestral chain: {'samples': x_0 [B, H, W, C], 'denoising_trajectory_times': [T + 1] (T-1 .. -1),
     'denoising_trajectory_images': [T + 1, B, H, W, C] (x_T first)}; the first repeat_noise_steps steps draw one
     noise for the whole batch."""
     times, imgs = self.diffusion.p_sample_loop_trajectory(
       denoise_fn=functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(),
-      noise_fn=tf.random_normal, repeat_noise_steps=repeat_noise_steps)
+      noise_fn=noise_fn, repeat_noise_steps=repeat_noise_steps)
     return {'samples': imgs[-1], 'denoising_trajectory_times': times, 'denoising_trajectory_images': imgs}
 
-  def interpolate_fn(self, dummy_noise, y):
+  def interpolate_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
     """Latent interpolation (GaussianDiffusion.interpolate): placeholders 'x1', 'x2' (images [B, H, W, C] in
     [-1, 1]), 'lam' (scalar weight), 't' (scalar depth), and the result 'x_interp' [B, H, W, C]."""
     x1, x2, lam, x_interp, t = self.diffusion.interpolate(
       denoise_fn=functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(),
-      noise_fn=tf.random_normal)
+      noise_fn=noise_fn)
     return {'x1': x1, 'x2': x2, 'lam': lam, 't': t, 'x_interp': x_interp}
 
 

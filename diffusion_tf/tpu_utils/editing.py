@@ -2,7 +2,9 @@
 interpolation between two images, and denoising trajectories (the chain x_T -> x_0), written as PNG grids.
 
 They run a script Model's `interpolate_fn(dummy_noise, y)` and `samples_fn_denoising_trajectory(dummy_noise, y,
-repeat_noise_steps)` (the original run_celebahq.py names and signatures) on one checkpoint.
+repeat_noise_steps)` (the original run_celebahq.py names and signatures) on one checkpoint, with the `sample`
+command's seeded noise (seeded_sampling.SeededNoise, batch 0): draw k = 1, 2, ... is stateless_normal(seed=(seed, k)),
+in the order the sampler draws.
 
   make_interpolate_command(script)  -> interpolate(model_dir|checkpoint, image1, image2, t, num_lambdas, ...)
   make_trajectory_command(script)   -> denoising_trajectory(model_dir|checkpoint, num_samples, num_frames, ...)
@@ -18,6 +20,7 @@ from .. import utils
 from ..errors import UsageError
 from . import devices, flags, run_dir
 from .paths import check_writable_dir
+from .seeded_sampling import SeededNoise, run_seeded
 
 
 def lambdas(num_lambdas):
@@ -86,7 +89,9 @@ def make_interpolate_command(script):
     """Interpolate between two images through the diffusion's latent space (DDPM sec. 4.3, fig. 8).
 
     Both images are diffused t + 1 steps with q(x_t | x_0), mixed as (1 - lam) x1_t + lam x2_t for num_lambdas
-    values of lam in [0, 1], and each mixture is denoised from t back to x_0 with the reverse process.
+    values of lam in [0, 1], and each mixture is denoised from t back to x_0 with the reverse process. The noise is
+    the same for every lam (the paper fixes it so that x1_t and x2_t stay the same): draw 1 diffuses image1, draw 2
+    image2, draws 3 .. t + 3 are the reverse steps t .. 0; draw k is stateless_normal(seed=(seed, k)).
     Writes <out_dir>/interpolation.png (one row: image1, the num_lambdas results, image2), interpolation.npz
     (arr_0 uint8 [num_lambdas + 2, H, W, 3], lambdas) and info.json.
 
@@ -96,7 +101,7 @@ def make_interpolate_command(script):
       image1, image2: PNG files of the model's image size.
       t: diffusion depth, 0..T-1 (larger: smoother, further from both inputs).
       num_lambdas: number of mixing weights (>= 2, evenly spaced from 0 to 1).
-      seed: graph-level TF seed of the noise.
+      seed: the noise's seed (above).
       ema: use the EMA weights (--noema: the raw weights).
     """
     flags.check_int('t', t, minimum=0)
@@ -115,15 +120,18 @@ def make_interpolate_command(script):
     print('interpolating {} and {} at t={} ({} weights, {} values of lambda) -> {}'.format(
       image1, image2, t, 'EMA' if ema else 'raw', num_lambdas, out_dir))
     with tf.Graph().as_default():
-      tf.set_random_seed(seed)
       model = script.load_model(kwargs, ds_info)
+      noise = SeededNoise()
       dummy = tf.zeros([1] + ds_info.image_shape, tf.float32)
-      out = model.interpolate_fn(dummy, tf.zeros([1], tf.int32))
+      out = model.interpolate_fn(dummy, tf.zeros([1], tf.int32), noise_fn=noise)
       dist = devices.choose_distribution(num_gpus=None)
       with run_dir.open_restored_session(dist, ckpt, ema) as sess:
         feed = {out['x1']: utils.normalize_data(x1[None].astype(np.float32)),
-                out['x2']: utils.normalize_data(x2[None].astype(np.float32)), out['t']: t}
-        mixed = [sess.run(out['x_interp'], {**feed, out['lam']: lam})[0] for lam in lams]
+                out['x2']: utils.normalize_data(x2[None].astype(np.float32)), out['t']: t, **noise.feed(seed, 0)}
+        mixed = []
+        for lam in lams:
+          sess.run(noise.reset_op)  # every lam starts from draw 1: the same noise
+          mixed.append(sess.run(out['x_interp'], {**feed, out['lam']: lam})[0])
     row = np.concatenate([x1[None], utils.to_uint8(np.stack(mixed)), x2[None]])
     assert row.shape == (num_lambdas + 2, *ds_info.image_shape)
     utils.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
@@ -154,7 +162,8 @@ def make_trajectory_command(script):
       num_frames: snapshots per chain (2..T+1, evenly spaced).
       repeat_noise_steps: the first repeat_noise_steps steps (and x_T) share one noise draw across the batch, so
         the chains start alike and part later (-1: never shared).
-      seed: graph-level TF seed of the noise.
+      seed: the noise's seed: draw 1 is x_T, draw k + 2 the noise of the k-th step (t = T-1-k), draw k being
+        stateless_normal(seed=(seed, k)) of shape [1, H, W, C] when shared, else [num_samples, H, W, C].
     """
     flags.check_int('num_samples', num_samples)
     flags.check_int('num_frames', num_frames, minimum=2)
@@ -170,14 +179,15 @@ def make_trajectory_command(script):
     _check_fresh(out_dir, ['trajectory.png', 'trajectory.npz', 'info.json'])
     print('{} denoising trajectories ({} weights) -> {}'.format(num_samples, 'EMA' if ema else 'raw', out_dir))
     with tf.Graph().as_default():
-      tf.set_random_seed(seed)
       model = script.load_model(kwargs, ds_info)
+      noise = SeededNoise()
       dummy = tf.zeros([num_samples] + ds_info.image_shape, tf.float32)
       out = model.samples_fn_denoising_trajectory(dummy, tf.zeros([num_samples], tf.int32),
-                                                  repeat_noise_steps=repeat_noise_steps)
+                                                  repeat_noise_steps=repeat_noise_steps, noise_fn=noise)
       dist = devices.choose_distribution(num_gpus=None)
       with run_dir.open_restored_session(dist, ckpt, ema) as sess:
-        times, imgs = sess.run([out['denoising_trajectory_times'], out['denoising_trajectory_images']])
+        times, imgs = run_seeded(sess, [out['denoising_trajectory_times'], out['denoising_trajectory_images']],
+                                 [noise], seed, 0)
     assert imgs.shape == (T + 1, num_samples, *ds_info.image_shape), imgs.shape
     frames = trajectory_frames(T, num_frames)
     seq = utils.to_uint8(np.transpose(imgs[frames], [1, 0, 2, 3, 4]))  # [B, F, H, W, C]
