@@ -18,9 +18,21 @@ import test_flag_table  # noqa: E402
 
 
 # Set where no test function names the flag itself (a module-level flag list), or where the shared path is the point.
-MANUAL = {'worker_timeout_secs': (
-  'test_multi_worker.py::test_a_killed_worker_stops_the_others_with_an_error_after_resuming (the survivors stop '
-  'within the timeout)')}
+MANUAL = {
+  'worker_timeout_secs': (
+    'test_multi_worker.py::test_a_killed_worker_stops_the_others_with_an_error_after_resuming (the survivors stop '
+    'within the timeout)'),
+  # proven outside the test_flags_* modules (each assertion fails if the flag were ignored):
+  'bpd_images': 'test_demo.py::test_demo_outputs_exist_and_make_sense (bpd.npz holds that many images)',
+  'quality_samples': 'test_demo.py::test_demo_outputs_exist_and_make_sense (the quality numbers\' sample count)',
+  'train_secs': 'test_demo.py::test_demo_outputs_exist_and_make_sense (the stop hook\'s line names it)',
+  'output_type': ('test_scripts_end_to_end.py::test_sample_is_seeded_resumable_and_never_overwrites (png: the PNG '
+                  'files are the images of the npz dump)'),
+  'progressive': ('test_scripts_end_to_end.py::test_celebahq_script_with_space_to_depth (progressive.npz: the x_0 '
+                  'predictions, the last one the sample)'),
+  'warm_start_model_dir': ('test_training.py::test_lsun_warm_start_initialises_every_variable (weights, Adam slots, '
+                           'EMA and step continue from the source run)'),
+}
 CLOUD_ONLY = ('tpu_name', 'bucket_name_prefix', 'region')
 
 
