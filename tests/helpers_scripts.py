@@ -14,8 +14,9 @@ PYTHON = sys.executable
 # A variant of the conftest's tiny run shared by the modules whose references need a network that matters: with
 # T = 10, beta_end = 0.02 leaves alphabar_T = 0.9 (the chain barely leaves x_T), 0.5 gives 0.04; the U-Net's output
 # layer starts at zero, so that one step at a large lr gives an eps that depends on x and t; EMA decay 0.5 makes the
-# EMA weights another network than the raw ones. tiny_run(script, **LARGE_LR_FLAGS), with max_steps=2 for
-# run_celebahq (test_editing.py, test_flags_reproduce_editing.py, test_flags_eval.py share each run).
+# EMA weights another network than the raw ones. Users: tiny_run('run_cifar', **LARGE_LR_FLAGS) (test_flags_eval.py),
+# the same with max_steps=2 (test_flags_reproduce_editing.py), tiny_run('run_celebahq', max_steps=2, **LARGE_LR_FLAGS)
+# (test_editing.py, test_flags_reproduce_editing.py and test_flags_eval.py share it).
 LARGE_LR_FLAGS = dict(beta_end=0.5, lr=5e-2, ema_decay=0.5)
 
 
