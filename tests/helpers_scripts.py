@@ -3,6 +3,7 @@
 import glob
 import importlib.util
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -10,6 +11,13 @@ import numpy as np
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 SCRIPTS = os.path.join(REPO, 'scripts')
 PYTHON = sys.executable
+# A variant of the conftest's tiny run shared by the modules whose references need a network that matters: with
+# T = 10, beta_end = 0.02 leaves alphabar_T = 0.9 (the chain barely leaves x_T), 0.5 gives 0.04; the U-Net's output
+# layer starts at zero, so that one step at a large lr gives an eps that depends on x and t; EMA decay 0.5 makes the
+# EMA weights another network than the raw ones. Users: tiny_run('run_cifar', **LARGE_LR_FLAGS) (test_flags_eval.py),
+# the same with max_steps=2 (test_flags_reproduce_editing.py), tiny_run('run_celebahq', max_steps=2, **LARGE_LR_FLAGS)
+# (test_editing.py, test_flags_reproduce_editing.py and test_flags_eval.py share it).
+LARGE_LR_FLAGS = dict(beta_end=0.5, lr=5e-2, ema_decay=0.5)
 
 
 def load_script(name):
@@ -49,6 +57,14 @@ def assert_one_error(code, err, *needles):
   for needle in needles:
     assert needle in lines[0], (needle, lines[0])
   return lines[0]
+
+
+def copy_run(model_dir, dest):
+  """A copy of a run directory at dest, for a test that writes into it (the conftest's tiny_run directories are
+  read-only): a run of its own, as the state file names its checkpoints relative to the directory. Returns dest."""
+  dest = str(dest)
+  shutil.copytree(model_dir, dest)
+  return dest
 
 
 def checkpoint_steps(model_dir):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers_scripts import assert_one_error, load_npz, load_script, run_main, write_original_layout
+from helpers_scripts import LARGE_LR_FLAGS, assert_one_error, load_npz, run_main, write_original_layout
 
 from diffusion_tf import utils
 from diffusion_tf.tpu_utils import datasets, editing
@@ -16,12 +16,11 @@ T = 10
 
 
 @pytest.fixture(scope='module')
-def celebahq_run(tmp_path_factory):
+def celebahq_run(tiny_run, tmp_path_factory):
+  """The conftest's tiny run_celebahq run of 2 steps (read-only; shared with test_flags_reproduce_editing.py) and two
+  digit PNGs."""
   root = tmp_path_factory.mktemp('celebahq')
-  model_dir = str(root / 'run')
-  load_script('run_celebahq').train(
-    exp_name='c', dataset='digits', resolution=8, model_name='tiny', total_bs=4, num_diffusion_timesteps=T,
-    model_dir=model_dir, max_steps=2, warmup=2, save_checkpoints_steps=2)
+  model_dir = tiny_run('run_celebahq', max_steps=2, **LARGE_LR_FLAGS)
   images = datasets.load_digits_images(8)
   paths = []
   for i in (0, 1):

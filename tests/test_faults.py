@@ -6,7 +6,6 @@ trainers on one run directory. Tiny configs: the embedded digits at 8x8, the 2-l
 import glob
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ import time
 import pytest
 import tensorflow.compat.v1 as tf
 
-from helpers_scripts import PYTHON, SCRIPTS, assert_one_error, checkpoint_steps, load_script, run_main
+from helpers_scripts import PYTHON, SCRIPTS, assert_one_error, checkpoint_steps, copy_run, load_script, run_main
 
 from diffusion_tf.tpu_utils import checkpoint_recovery, tpu_utils
 
@@ -35,21 +34,16 @@ def _train_cmd(model_dir, *extra):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A run directory with checkpoints at steps 0, 2 and 4 (all listed in the state file)."""
-  model_dir = str(tmp_path_factory.mktemp('trained') / 'run')
-  run_cifar = load_script('run_cifar')
-  run_cifar.train(exp_name='f', dataset='digits', resolution=8, model_name='tiny', num_diffusion_timesteps=10,
-                  total_bs=4, warmup=2, dropout=0., randflip=0, model_dir=model_dir, max_steps=4,
-                  save_checkpoints_steps=2, keep_checkpoint_max=3)
+def trained(tiny_run):
+  """A run directory with checkpoints at steps 0, 2 and 4 (all listed in the state file); read-only: see run_copy."""
+  model_dir = tiny_run('run_cifar', warmup=2, max_steps=4, save_checkpoints_steps=2)
   assert checkpoint_steps(model_dir) == [0, 2, 4]
   return model_dir
 
 
 @pytest.fixture
 def run_copy(trained, tmp_path):
-  model_dir = str(tmp_path / 'run')
-  shutil.copytree(trained, model_dir)
+  model_dir = copy_run(trained, tmp_path / 'run')
   # the state file names the checkpoints relative to the directory, so the copy is a run of its own
   assert tf.train.latest_checkpoint(model_dir) == os.path.join(model_dir, 'model.ckpt-4')
   return model_dir

@@ -1,8 +1,9 @@
 """`evaluation` and `simple_eval` (run_cifar.py; run_celebahq.py and run_lsun.py `evaluation`): every flag changes
 what runs the way an independent computation says, so a flag dropped after validation makes a test fail.
 
-The run: the 'tiny' U-Net on the embedded digits at 8x8, T = 10, checkpoints at steps 0..3. A large lr (the first
-step's is 0: warm-up) and EMA decay 0.5 make the raw and the EMA weights of steps 2 and 3 four different networks.
+The run: the conftest's tiny run (the 'tiny' U-Net on the embedded digits at 8x8, T = 10, checkpoints at steps
+0..3) with a large lr and EMA decay 0.5, which make the raw and the EMA weights of steps 2 and 3 four different
+networks.
 References computed here, not by the code under test:
 - samples: the ancestral sampler (DDPM Algorithm 2: clipped x_0 prediction, posterior mean eq. 7, variance beta_t
   (fixedlarge, run_cifar) or beta~_t (run_celebahq/run_lsun)) written out in numpy. It calls the script's network
@@ -35,9 +36,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from helpers_data import block_network, make_tiny_cifar10, make_tiny_lsun
+from helpers_data import make_tiny_cifar10, make_tiny_lsun
 from helpers_inception import make_standin_inception
-from helpers_scripts import assert_one_error, checkpoint_steps, load_npz, load_script, read_scalars, run_main
+from helpers_network import CheckpointNetwork
+from helpers_scripts import (LARGE_LR_FLAGS, assert_one_error, checkpoint_steps, copy_run, load_npz, load_script,
+                             read_scalars, run_main)
 
 from diffusion_tf import inception
 from diffusion_tf.diffusion_core import GaussianDiffusionBase
@@ -48,8 +51,12 @@ BETA_END = 0.5  # T = 10 with the paper's 0.02 leaves alphabar_T = 0.9: the netw
 SHAPE = (8, 8, 3)
 EMA = '/ExponentialMovingAverage'
 NUM_TRAIN_DIGITS = 1500  # the digits' training split; the other 297 are the test split
-TRAIN_FLAGS = dict(num_diffusion_timesteps=T, beta_end=BETA_END, model_name='tiny', total_bs=4, warmup=1, lr=5e-2,
-                   ema_decay=0.5, dropout=0., randflip=0, seed=0)
+# The conftest's tiny run with a large lr and EMA decay 0.5 (shared with test_flags_reproduce_editing.py)
+TRAIN_FLAGS = LARGE_LR_FLAGS
+assert TRAIN_FLAGS['beta_end'] == BETA_END
+# the same for the runs trained here on other data
+OWN_TRAIN_FLAGS = dict(num_diffusion_timesteps=T, model_name='tiny', total_bs=4, warmup=0, dropout=0., randflip=0,
+                       seed=0, **TRAIN_FLAGS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,56 +82,6 @@ class _Schedule:
 
 
 SCHEDULE = _Schedule()
-
-
-class _Network:
-  """eps_theta(x, t) of one checkpoint's weights, called from numpy, and the stateless normal draws.
-
-  The script's model in a graph of its own; its variables are set from the checkpoint's tensors by name (the EMA
-  shadows with ema), so the weights do not go through the code that --ema/--noema/--load_ckpt select."""
-
-  def __init__(self, model, image_shape=SHAPE):
-    self._model, self._shape = model, list(image_shape)
-    self._graph = tf.Graph()
-    self._eps = {}
-    with self._graph.as_default():
-      self._eps_graph(1)  # creates the variables
-      variables = tf.trainable_variables()
-      self._names = [v.op.name for v in variables]
-      self._values = [tf.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
-      self._assign = tf.group(*[v.assign(p) for v, p in zip(variables, self._values)])
-      self._seed, self._stream = tf.placeholder(tf.int64, []), tf.placeholder(tf.int64, [])
-      self._draw_shape = tf.placeholder(tf.int32, [4])
-      self._draw = tf.random.stateless_normal(self._draw_shape, seed=tf.stack([self._seed, self._stream]))
-    self._sess = tf.Session(graph=self._graph)
-    self._loaded = None
-
-  def _eps_graph(self, batch):
-    if batch not in self._eps:
-      with self._graph.as_default():
-        x = tf.placeholder(tf.float32, [batch] + self._shape)
-        t = tf.placeholder(tf.int32, [batch])
-        self._eps[batch] = (x, t, self._model._denoise(x, t, y=tf.zeros([batch], tf.int32), dropout=0.))
-    return self._eps[batch]
-
-  def load(self, ckpt, ema):
-    if self._loaded != (ckpt, ema):
-      reader = tf.train.load_checkpoint(ckpt)
-      self._sess.run(self._assign, {p: reader.get_tensor(name + (EMA if ema else ''))
-                                    for name, p in zip(self._names, self._values)})
-      self._loaded = (ckpt, ema)
-    return self
-
-  def eps(self, x, t):
-    x_ph, t_ph, out = self._eps_graph(len(x))
-    return self._sess.run(out, {x_ph: x.astype(np.float32), t_ph: np.full([len(x)], t, np.int32)}).astype(np.float64)
-
-  def noise(self, seed, stream, shape):
-    return self._sess.run(self._draw, {self._seed: seed, self._stream: stream, self._draw_shape: list(shape)}).astype(
-      np.float64)
-
-  def close(self):
-    self._sess.close()
 
 
 def _samples(net, *, n, batch_size, seed, variance='fixedlarge', replicas=1, schedule=SCHEDULE, with_x0=False):
@@ -249,18 +206,14 @@ def _assert_metrics(result, expected):
 # Fixtures
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  """The run_cifar digits run (checkpoints 0..3) and a numpy-callable copy of its network."""
-  root = tmp_path_factory.mktemp('flags_eval')
-  model_dir = str(root / 'run')
-  run_cifar = load_script('run_cifar')
-  run_cifar.train(exp_name='flagseval', dataset='digits', resolution=8, model_dir=model_dir, max_steps=3,
-                  save_checkpoints_steps=1, keep_checkpoint_max=4, **TRAIN_FLAGS)
+def run(tiny_run, checkpoint_network):
+  """The run_cifar digits run (checkpoints 0..3; read-only) and a numpy-callable copy of its network."""
+  model_dir = tiny_run('run_cifar', **TRAIN_FLAGS)
   assert checkpoint_steps(model_dir) == [0, 1, 2, 3]
-  net = _Network(run_cifar.Model(model_name='tiny', betas=SCHEDULE.betas, model_mean_type='eps',
-                                 model_var_type='fixedlarge', loss_type='mse', num_classes=1, dropout=0., randflip=0))
-  yield dict(model_dir=model_dir, net=net, ckpt=lambda step: os.path.join(model_dir, 'model.ckpt-{}'.format(step)))
-  net.close()
+  net = checkpoint_network(load_script('run_cifar').Model(
+    model_name='tiny', betas=SCHEDULE.betas, model_mean_type='eps', model_var_type='fixedlarge', loss_type='mse',
+    num_classes=1, dropout=0., randflip=0), SHAPE)
+  return dict(model_dir=model_dir, net=net, ckpt=lambda step: os.path.join(model_dir, 'model.ckpt-{}'.format(step)))
 
 
 @pytest.fixture(scope='module')
@@ -279,15 +232,6 @@ def digits(standin):
   test_pool, test_logits = standin['features'](images[NUM_TRAIN_DIGITS:])
   return dict(images=images, train_pool=train_pool, train_logits=train_logits, test_pool=test_pool,
               test_logits=test_logits)
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-  """No network, an empty download cache and no $DIFFUSION_TF_INCEPTION_GRAPH: an Inception graph or reference
-  statistics that a command finds must come from its flags."""
-  block_network(monkeypatch)
-  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / 'empty_cache'))
-  monkeypatch.delenv(inception.GRAPH_ENV_VAR, raising=False)
 
 
 @pytest.fixture
@@ -340,8 +284,8 @@ def _no_watch(*args, **kwargs):
 # ---------------------------------------------------------------------------------------------------------------
 # evaluation
 
-def test_evaluation_dumps_the_samples_of_load_ckpt_both_weights_seed_count_and_batches(run, offline, capsys,
-                                                                                      tmp_path):
+def test_evaluation_dumps_the_samples_of_load_ckpt_both_weights_seed_count_and_batches(run, private_inception_cache,
+                                                                                       capsys, tmp_path):
   """--load_ckpt, --dump_samples_only, --samples_dir, --non_ema_pass, --seed, --num_inception_samples and the
   sampling batch --total_bs: the dumps are the numpy sampler's images of step 2's EMA and raw weights, seed 5, 6
   samples in batches of 4 (samples 4 and 5 come from batch 1's noise); every ignored flag would give other images
@@ -368,8 +312,9 @@ def test_evaluation_dumps_the_samples_of_load_ckpt_both_weights_seed_count_and_b
   _assert_different(refs[True][4:], _samples(net.load(run['ckpt'](2), True), n=6, batch_size=6, seed=5)[4:])
 
 
-def test_evaluation_metrics_once_with_stats_dir_reused_and_the_non_ema_pass(run, standin, digits, offline, capsys,
-                                                                             tmp_path, monkeypatch):
+def test_evaluation_metrics_once_with_stats_dir_reused_and_the_non_ema_pass(run, standin, digits,
+                                                                            private_inception_cache, capsys,
+                                                                            tmp_path, monkeypatch):
   """--once (the latest checkpoint, no watch loop), --inception_graph, --stats_dir, --total_bs (the reference sets'
   drop-remainder batches and the sampling batch) and --non_ema_pass: IS and FID equal numpy's of the sampler's
   images against the first 1500 training and 295 (= 297 // 5 * 5) test digits. The statistics cached in --stats_dir
@@ -417,8 +362,8 @@ def test_evaluation_metrics_once_with_stats_dir_reused_and_the_non_ema_pass(run,
   assert scalars['eval_ema/samples/fid6'] == {3: pytest.approx(ema['samples/fid6'], rel=1e-5)}
 
 
-def test_evaluation_watch_mode_evaluates_a_new_checkpoint_then_times_out(run, standin, digits, offline, capsys,
-                                                                         tmp_path, monkeypatch):
+def test_evaluation_watch_mode_evaluates_a_new_checkpoint_then_times_out(run, standin, digits, private_inception_cache,
+                                                                         capsys, tmp_path, monkeypatch):
   """Without --once: the latest checkpoint (step 2; step 1 is older) is evaluated, then step 3, which appears while
   the evaluation polls, and the watch ends --timeout_secs after it. The real checkpoints_iterator runs; a spy
   around it checks that it polls every --poll_secs (arrivals at least that far apart) and ends no earlier than
@@ -465,7 +410,7 @@ def test_evaluation_watch_mode_evaluates_a_new_checkpoint_then_times_out(run, st
     assert scalars['eval_ema/samples/fid6'][step] == pytest.approx(result['samples/fid6'], rel=1e-5)
 
 
-def test_evaluation_num_gpus_chooses_the_replicas(run, offline, capsys, tmp_path, monkeypatch):
+def test_evaluation_num_gpus_chooses_the_replicas(run, private_inception_cache, capsys, tmp_path, monkeypatch):
   """--num_gpus (GPU-only; the GPU count is faked): one GPU asked of none is an error naming the count; with two
   "GPUs", --num_gpus=1 samples on one replica and the default (all visible) on two, replica r of batch b drawing
   its noise from stream (64 b + r) 2^20 + k (soft placement runs both replicas on the CPU)."""
@@ -607,18 +552,17 @@ def test_simple_eval_progressive_samples_seed_num_samples_batch_and_checkpoint(r
 # The other scripts' evaluation, and the data directory flags
 
 def _celebahq_lsun_network(image_shape):
-  return _Network(celebahq_lsun_model.Model(model_name='tiny', betas=SCHEDULE.betas, loss_type='noisepred',
+  return CheckpointNetwork(celebahq_lsun_model.Model(model_name='tiny', betas=SCHEDULE.betas, loss_type='noisepred',
                                             num_classes=1, dropout=0., randflip=0, block_size=1), image_shape)
 
 
 @pytest.mark.slow
-def test_run_celebahq_evaluation_end_to_end(standin, digits, offline, capsys, tmp_path):
+def test_run_celebahq_evaluation_end_to_end(tiny_run, standin, digits, private_inception_cache, capsys,
+                                             tmp_path):
   """run_celebahq.py train then evaluation --once --non_ema_pass on the digits: each pass's IS and FID are numpy's
   of the posterior-variance (beta~_t) sampler with its own weights."""
-  run_celebahq = load_script('run_celebahq')
-  model_dir = str(tmp_path / 'run')
-  run_celebahq.train(exp_name='c', dataset='digits', resolution=8, model_dir=model_dir, max_steps=2,
-                     save_checkpoints_steps=2, **TRAIN_FLAGS)
+  # the conftest's run shared with test_flags_reproduce_editing.py; evaluation writes into the run: a copy
+  model_dir = copy_run(tiny_run('run_celebahq', max_steps=2, **TRAIN_FLAGS), tmp_path / 'run')
   code, _, err = run_main(capsys, 'run_celebahq', [
     'evaluation', '--model_dir={}'.format(model_dir), '--once', '--non_ema_pass', '--total_bs=4',
     '--num_inception_samples=6', '--seed=2', '--inception_graph={}'.format(standin['path']),
@@ -640,7 +584,8 @@ def test_run_celebahq_evaluation_end_to_end(standin, digits, offline, capsys, tm
 
 
 @pytest.mark.slow
-def test_run_lsun_evaluation_reads_tfr_file_and_caches_statistics_beside_it(standin, offline, capsys, tmp_path):
+def test_run_lsun_evaluation_reads_tfr_file_and_caches_statistics_beside_it(standin, private_inception_cache, capsys,
+                                                                            tmp_path):
   """run_lsun.py evaluation --tfr_file=<other TFRecords>: the reference set is those 8 images (IS and FID), and the
   statistics are cached beside them (the default --stats_dir), named after the file; the run trained on others."""
   train_tfr = str(tmp_path / 'train' / 'church-r04.tfrecords')
@@ -649,7 +594,7 @@ def test_run_lsun_evaluation_reads_tfr_file_and_caches_statistics_beside_it(stan
   eval_images = make_tiny_lsun(eval_tfr, 8, 16, seed=1)
   model_dir = str(tmp_path / 'run')
   load_script('run_lsun').train(exp_name='l', tfr_file=train_tfr, model_dir=model_dir, max_steps=2,
-                                save_checkpoints_steps=2, **TRAIN_FLAGS)
+                                save_checkpoints_steps=2, **OWN_TRAIN_FLAGS)
   code, _, err = run_main(capsys, 'run_lsun', [
     'evaluation', '--model_dir={}'.format(model_dir), '--once', '--tfr_file={}'.format(eval_tfr), '--total_bs=4',
     '--num_inception_samples=4', '--inception_graph={}'.format(standin['path'])])
@@ -671,7 +616,7 @@ def test_run_lsun_evaluation_reads_tfr_file_and_caches_statistics_beside_it(stan
 
 
 @pytest.mark.slow
-def test_tfds_data_dir_of_evaluation_and_simple_eval(standin, offline, capsys, tmp_path):
+def test_tfds_data_dir_of_evaluation_and_simple_eval(standin, private_inception_cache, capsys, tmp_path):
   """run_cifar on a cifar10 look-alike; evaluation and simple_eval with --tfds_data_dir=<another look-alike>: the
   real images' IS (train and test) is that of the other images, its statistics are cached in <dir>/fid_stats (the
   default --stats_dir), and the prior term of simple_eval's bits/dim is the closed form of its test images."""
@@ -680,7 +625,7 @@ def test_tfds_data_dir_of_evaluation_and_simple_eval(standin, offline, capsys, t
   other = make_tiny_cifar10(eval_data, n_train=8, n_test=4, seed=1)
   model_dir = str(tmp_path / 'run')
   load_script('run_cifar').train(exp_name='t', dataset='cifar10', tfds_data_dir=train_data, model_dir=model_dir,
-                                 max_steps=1, save_checkpoints_steps=1, **TRAIN_FLAGS)
+                                 max_steps=1, save_checkpoints_steps=1, **OWN_TRAIN_FLAGS)
   code, _, err = run_main(capsys, 'run_cifar', [
     'evaluation', '--model_dir={}'.format(model_dir), '--once', '--tfds_data_dir={}'.format(eval_data),
     '--total_bs=2', '--num_inception_samples=2', '--inception_graph={}'.format(standin['path'])])

@@ -38,9 +38,9 @@ import pytest
 import scipy.special
 import tensorflow.compat.v1 as tf
 
-from helpers_data import block_network, make_tiny_cifar10
+from helpers_data import make_tiny_cifar10
 from helpers_inception import PB_NAME, make_standin_inception, standin_reference
-from helpers_scripts import assert_one_error, load_npz, load_script, run_main
+from helpers_scripts import LARGE_LR_FLAGS, assert_one_error, copy_run, load_npz, load_script, run_main
 
 from diffusion_tf import inception, utils
 from diffusion_tf.diffusion_core import GaussianDiffusionBase
@@ -51,27 +51,17 @@ T = 10
 BETA_END = 0.5
 BETAS = np.linspace(1e-4, BETA_END, T)  # the linear schedule
 ABAR = np.cumprod(1. - BETAS)
-# the U-Net's output layer starts at zero: one step at a large lr gives an eps that depends on x and t, and an EMA
-# decay of 0.5 makes the EMA weights another network than the raw ones
-TRAIN = dict(dataset='digits', resolution=8, model_name='tiny', num_diffusion_timesteps=T, total_bs=4, warmup=0,
-             max_steps=2, save_checkpoints_steps=1, randflip=0, dropout=0., seed=0, beta_end=BETA_END, lr=5e-2,
-             ema_decay=0.5)
+# the conftest's tiny run (8x8 digits, T = 10, warmup 0, a checkpoint after every step) with a large lr and EMA decay
+# 0.5 (helpers_scripts.LARGE_LR_FLAGS; the run_celebahq run is shared with test_editing.py and test_flags_eval.py):
+# the U-Net's output layer starts at zero, one step at a large lr gives an eps that depends on x and t, and the EMA
+# weights are another network than the raw ones
+TRAIN_FLAGS = LARGE_LR_FLAGS
+assert TRAIN_FLAGS['beta_end'] == BETA_END
 GRAPH_SEED, POOL_DIM = 3, 16  # a stand-in Inception graph of its own; 16 features: full-rank covariances
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  """No network; the module's own cache (digits classifier, default statistics) and no Inception graph variable."""
-  mp = pytest.MonkeyPatch()
-  block_network(mp)
-  mp.setenv(inception.CACHE_ENV_VAR, str(tmp_path_factory.mktemp('cache')))
-  mp.delenv(inception.GRAPH_ENV_VAR, raising=False)
-  yield
-  mp.undo()
-
-
-@pytest.fixture(scope='module')
-def graph(env, tmp_path_factory):
+def graph(offline_module, tmp_path_factory):
   """The stand-in Inception graph: (tarball path, sha256 of its .pb)."""
   d = tmp_path_factory.mktemp('graph')
   tar = make_standin_inception(d, seed=GRAPH_SEED, pool_dim=POOL_DIM)
@@ -173,10 +163,11 @@ def _argv(flags):
 
 
 @pytest.fixture(scope='module')
-def cifar_run(env, tmp_path_factory):
-  """run_cifar on 8x8 digits: checkpoints after steps 1 and 2."""
-  model_dir = str(tmp_path_factory.mktemp('cifar') / 'run')
-  load_script('run_cifar').train(exp_name='repro', model_dir=model_dir, **TRAIN)
+def cifar_run(offline_module, tiny_run):
+  """run_cifar on 8x8 digits: checkpoints after steps 1 and 2 (read-only). Two steps, not the three of
+  test_flags_eval.py's run with these flags: the samples of step 3's raw weights are so far from the digits that
+  their FIDs against the train and the test split differ by less than 1%, too little to tell the splits apart."""
+  model_dir = tiny_run('run_cifar', max_steps=2, **TRAIN_FLAGS)
   assert os.path.isfile(os.path.join(model_dir, 'model.ckpt-1.index'))
   return model_dir
 
@@ -305,18 +296,19 @@ def test_reproduce_bpd_of_bpd_batches_equals_simple_eval(cifar_run, repro, capsy
 
   monkeypatch.setattr(GaussianDiffusionBase, 'q_sample', _q_sample)
   out_dir = str(tmp_path / 'bpd')
+  model_dir = copy_run(cifar_run, tmp_path / 'run')  # simple_eval writes into the run
   shutil.copytree(os.path.join(repro[1], 'samples'), os.path.join(out_dir, 'samples'))  # reused: no sampling
   code, _, err = run_main(capsys, 'run_cifar', [
-    'reproduce', '--model_dir={}'.format(cifar_run), '--out_dir={}'.format(out_dir), '--features=digits',
+    'reproduce', '--model_dir={}'.format(model_dir), '--out_dir={}'.format(out_dir), '--features=digits',
     '--num_splits=4', '--bpd', '--bpd_batches=2'] + _argv(SAMPLING_A))
   assert code == 0, err
   with open(os.path.join(out_dir, 'results.json')) as f:
     m = json.load(f)['metrics']
   code, _, err = run_main(capsys, 'run_cifar', [
-    'simple_eval', '--model_dir={}'.format(cifar_run), '--mode=bpd_eval', '--total_bs=10', '--max_batches=2',
+    'simple_eval', '--model_dir={}'.format(model_dir), '--mode=bpd_eval', '--total_bs=10', '--max_batches=2',
     '--noema'])
   assert code == 0, err
-  with np.load(os.path.join(cifar_run, 'simple_eval', 'bpd', 'bpd_eval_ema0_step000000002_2batches.npz')) as f:
+  with np.load(os.path.join(model_dir, 'simple_eval', 'bpd', 'bpd_eval_ema0_step000000002_2batches.npz')) as f:
     total = f['total_bpd']
   assert total.shape == (20,) and m['bits_per_dim_num_images'] == 20
   assert m['bits_per_dim'] == pytest.approx(float(total.mean()), rel=1e-6)
@@ -386,59 +378,30 @@ def test_reproduce_num_gpus_reaches_the_device_choice_of_sampling_and_bpd(cifar_
 # ---------------------------------------------------------------------------------------------------------------
 # run_celebahq.py interpolate and denoising_trajectory
 
-NET_BATCH = 3  # the reference network's batch; smaller inputs are padded (the U-Net treats examples separately)
-
-
 @pytest.fixture(scope='module')
-def celeb(env, tmp_path_factory):
-  """run_celebahq on 8x8 digits (checkpoints after steps 1 and 2), two digit PNGs, and here: the U-Net in a graph
-  of its own, its weights loaded by name from a checkpoint, and the commands' seeded noise."""
+def celeb(offline_module, tiny_run, checkpoint_network, tmp_path_factory):
+  """run_celebahq on 8x8 digits (checkpoints after steps 1 and 2; read-only), two digit PNGs, and the U-Net as a
+  numpy function of a checkpoint's weights, loaded here by name, and the commands' seeded noise."""
+  model_dir = tiny_run('run_celebahq', max_steps=2, **TRAIN_FLAGS)
   root = tmp_path_factory.mktemp('celeb')
-  model_dir = str(root / 'run')
-  script = load_script('run_celebahq')
-  script.train(exp_name='edit', model_dir=model_dir, **TRAIN)
   pixels = datasets.load_digits_images(8)[[3, 7]]
   pngs = []
   for i, img in enumerate(pixels):
     pngs.append(str(root / 'digit{}.png'.format(i)))
     utils.write_png(pngs[-1], img)
-
-  g = tf.Graph()
-  with g.as_default():
-    model = script.Model(model_name='tiny', betas=BETAS, loss_type='noisepred', num_classes=1, dropout=0.,
-                         randflip=0, block_size=1)
-    x_ph = tf.placeholder(tf.float32, [NET_BATCH, 8, 8, 3])
-    t_ph = tf.placeholder(tf.int32, [])
-    eps_out = model._denoise(x_ph, tf.fill([NET_BATCH], t_ph), y=tf.zeros([NET_BATCH], tf.int32), dropout=0.)
-    variables = tf.global_variables()
-    # assign ops built here, in this graph (TF 2's resource variables cannot be assigned from another graph)
-    values = [tf.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
-    assign = tf.group(*[v.assign(p) for v, p in zip(variables, values)])
-    seed_ph, k_ph = tf.placeholder(tf.int64, []), tf.placeholder(tf.int64, [])
-    draws = {n: tf.random.stateless_normal([n, 8, 8, 3], seed=tf.stack([seed_ph, k_ph])) for n in (1, 2, 3)}
-  sess = tf.Session(graph=g)
-  loaded = {}
+  network = checkpoint_network(load_script('run_celebahq').Model(
+    model_name='tiny', betas=BETAS, loss_type='noisepred', num_classes=1, dropout=0., randflip=0, block_size=1),
+    [8, 8, 3])
 
   def net(ckpt, ema):
     """eps(x [n, 8, 8, 3], t) of the checkpoint's EMA or raw weights, as float64."""
-    if loaded.get('key') != (ckpt, ema):
-      reader = tf.train.load_checkpoint(ckpt)
-      sess.run(assign, {p: reader.get_tensor(v.op.name + ('/ExponentialMovingAverage' if ema else ''))
-                        for v, p in zip(variables, values)})
-      loaded['key'] = (ckpt, ema)
-
-    def eps(x, t):
-      padded = np.zeros([NET_BATCH, 8, 8, 3], np.float32)
-      padded[:len(x)] = x
-      return sess.run(eps_out, {x_ph: padded, t_ph: t})[:len(x)].astype(np.float64)
-    return eps
+    return lambda x, t: network.load(ckpt, ema).eps(x, t)
 
   def noise(seed, k, n):
-    return sess.run(draws[n], {seed_ph: seed, k_ph: k}).astype(np.float64)
+    return network.noise(seed, k, [n, 8, 8, 3])
 
-  yield dict(model_dir=model_dir, ckpt=lambda step: os.path.join(model_dir, 'model.ckpt-{}'.format(step)),
-             pngs=pngs, pixels=pixels, net=net, noise=noise)
-  sess.close()
+  return dict(model_dir=model_dir, ckpt=lambda step: os.path.join(model_dir, 'model.ckpt-{}'.format(step)),
+              pngs=pngs, pixels=pixels, net=net, noise=noise)
 
 
 def _p_sample(x, t, eps, z):

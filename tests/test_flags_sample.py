@@ -1,7 +1,7 @@
 """`run_cifar.py sample`: every sampler flag changes the images the way the math says.
 
 Each dump of the script (tiny digits model, T = 10, two images, one seed) is compared with an independent loop run
-here: the network of the checkpoint's EMA weights is called step by step from numpy, and the DDIM update (Song et al.
+here: the network of the checkpoint's raw weights is called step by step from numpy, and the DDIM update (Song et al.
 2020, eq. 12/16), its clipped-eps variant and its timestep sequences are written out in numpy; the noise is the
 script's documented seeded noise (draw k of batch 0 is stateless_normal(seed=(seed, k)), k = 1 is x_T, then one draw
 per stochastic step). PNDM and the respaced ancestral chain are compared with the library's in-process samplers fed
@@ -18,7 +18,6 @@ import tensorflow.compat.v1 as tf
 from helpers_scripts import load_npz, load_script, run_main
 
 from diffusion_tf.diffusion_utils_2 import get_beta_schedule
-from diffusion_tf.tpu_utils import run_dir
 
 T = 10
 SEED = 3
@@ -28,44 +27,33 @@ BETA_END = 0.5
 SHAPE = [2, 8, 8, 3]  # --batch_size=2 --num_samples=2, digits at --resolution=8
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  """A tiny digits run (2 steps, the second one at the full lr) and its network as a numpy function eps(x, t) of the
-  raw weights."""
-  root = tmp_path_factory.mktemp('flags_sample')
-  model_dir = str(root / 'run')
-  load_script('run_cifar').train(
-    exp_name='flags', dataset='digits', resolution=8, model_name='tiny', num_diffusion_timesteps=T, total_bs=4,
-    warmup=1, max_steps=2, dropout=0., randflip=0, model_var_type='fixedsmall', model_dir=model_dir,
-    save_checkpoints_steps=2, seed=0, beta_end=BETA_END,
-    # the U-Net's output layer starts at zero (eps = 0 for every input, and after 2 steps so are its EMA weights):
-    # the raw weights after one step at a large lr give an eps that depends on x and t, so that the samplers differ
-    lr=5e-2)
-  ckpt = tf.train.latest_checkpoint(model_dir)
-  betas = get_beta_schedule('linear', beta_start=1e-4, beta_end=BETA_END, num_diffusion_timesteps=T)
-  graph = tf.Graph()
-  with graph.as_default():
-    model = load_script('run_cifar').Model(
-      model_name='tiny', betas=betas, model_mean_type='eps', model_var_type='fixedsmall', loss_type='mse',
-      num_classes=1, dropout=0., randflip=0)
-    x_ph = tf.placeholder(tf.float32, SHAPE)
-    t_ph = tf.placeholder(tf.int32, SHAPE[:1])
-    eps_out = model._denoise(x_ph, t_ph, y=tf.zeros(SHAPE[:1], tf.int32), dropout=0.)
-    seed_ph, stream_ph = tf.placeholder(tf.int64, []), tf.placeholder(tf.int64, [])
-    draw = tf.random.stateless_normal(SHAPE, seed=tf.stack([seed_ph, stream_ph]))
-  sess = tf.Session(graph=graph)
-  with graph.as_default():  # the raw weights (sample --noema), restored as the scripts do on both stacks
-    run_dir.restore_weights(sess, ckpt, ema=False)
+# the conftest's tiny run with these flags (a run of this module's own)
+TRAIN_FLAGS = dict(
+  warmup=1, max_steps=2, save_checkpoints_steps=2, model_var_type='fixedsmall', beta_end=BETA_END,
+  # the U-Net's output layer starts at zero (eps = 0 for every input, and after 2 steps so are its EMA weights):
+  # the raw weights after one step at a large lr give an eps that depends on x and t, so that the samplers differ
+  lr=5e-2)
 
-  def eps(x, t):
-    return sess.run(eps_out, {x_ph: x.astype(np.float32), t_ph: np.full(SHAPE[:1], t, np.int32)}).astype(np.float64)
+
+@pytest.fixture(scope='module')
+def run(tiny_run, checkpoint_network, tmp_path_factory):
+  """A tiny digits run (2 steps, the second one at the full lr; read-only) and its network as a numpy function
+  eps(x, t) of the raw weights (sample --noema), read from the checkpoint by name."""
+  root = tmp_path_factory.mktemp('flags_sample')
+  model_dir = tiny_run('run_cifar', **TRAIN_FLAGS)
+  ckpt = tf.train.latest_checkpoint(model_dir)
+  assert ckpt.endswith('model.ckpt-2')
+  betas = get_beta_schedule('linear', beta_start=1e-4, beta_end=BETA_END, num_diffusion_timesteps=T)
+  model = load_script('run_cifar').Model(
+    model_name='tiny', betas=betas, model_mean_type='eps', model_var_type='fixedsmall', loss_type='mse',
+    num_classes=1, dropout=0., randflip=0)
+  net = checkpoint_network(model, SHAPE[1:]).load(ckpt, ema=False)
 
   def noise(k):
-    return sess.run(draw, {seed_ph: SEED, stream_ph: k}).astype(np.float64)
+    return net.noise(SEED, k, SHAPE)
 
-  yield dict(root=root, model_dir=model_dir, ckpt=ckpt, eps=eps, noise=noise, model=model, graph=graph, sess=sess,
-             abar=np.cumprod(1. - betas), x_ph=x_ph)
-  sess.close()
+  return dict(root=root, model_dir=model_dir, ckpt=ckpt, eps=net.eps, noise=noise, model=model, graph=net.graph,
+              sess=net.sess, abar=np.cumprod(1. - betas))
 
 
 def _script(run, capsys, name, flags):
@@ -144,7 +132,7 @@ def _library_loop(run, **kw):
     denoise = lambda x, t: model._denoise(x, t, y=tf.zeros(SHAPE[:1], tf.int32), dropout=0.)
     extra = {} if kw.get('sampler') == 'pndm' else {'step_noise': tf.constant(step_noise, tf.float32)}
     out = model.diffusion.sample_loop(denoise, shape=SHAPE, x_T=tf.constant(x_T, tf.float32), **kw, **extra)
-    # the network's variables are shared with the restored graph: the same raw weights
+    # the network's variables are shared with the loaded graph: the same raw weights
   return run['sess'].run(out)
 
 

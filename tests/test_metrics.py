@@ -1,8 +1,6 @@
 """IS / FID numpy metrics and the FID statistics cache, against definitions, closed forms, scipy and TF-GAN."""
 
 import os
-import socket
-import urllib.request
 
 import numpy as np
 import pytest
@@ -13,13 +11,7 @@ from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
 from diffusion_tf.tpu_utils import fid_stats
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-  def refuse(*args, **kwargs):
-    raise RuntimeError('network access attempted in a test')
-  monkeypatch.setattr(urllib.request, 'urlopen', refuse)
-  monkeypatch.setattr(socket, 'create_connection', refuse)
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
+pytestmark = pytest.mark.usefixtures('no_network')  # the conftest's: any connection or lookup fails
 
 
 def _is_from_definition(logits):

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 
-from helpers_data import block_network
 from helpers_inception import make_standin_inception
 from helpers_scripts import assert_one_error, load_npz, load_script, run_main, write_original_layout
 
@@ -17,24 +16,17 @@ from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
 from diffusion_tf.tpu_utils import datasets, digits_classifier, reproduce
 
 T = 10
+# no network; one private download cache for the module (the digits classifier, trained once, is cached there)
+pytestmark = pytest.mark.usefixtures('offline_module')
 
 
 @pytest.fixture(scope='module')
-def digits_run(tmp_path_factory):
-  """3 training steps of the 'tiny' U-Net on 8x8 digits (T = 10), and a stand-in Inception graph."""
+def digits_run(tiny_run, tmp_path_factory):
+  """The conftest's standard tiny run (3 training steps of the 'tiny' U-Net on 8x8 digits, T = 10; read-only), and a
+  stand-in Inception graph."""
   root = tmp_path_factory.mktemp('reproduce')
-  model_dir = str(root / 'run')
-  load_script('run_cifar').train(
-    exp_name='r', dataset='digits', resolution=8, model_name='tiny', total_bs=4, num_diffusion_timesteps=T,
-    warmup=2, model_dir=model_dir, max_steps=3, save_checkpoints_steps=3, randflip=0)
   graph = make_standin_inception(str(root), pool_dim=64)
-  return dict(root=root, model_dir=model_dir, graph=graph)
-
-
-@pytest.fixture(autouse=True)
-def _offline_cache(monkeypatch, tmp_path_factory):
-  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path_factory.getbasetemp() / 'cache'))
-  block_network(monkeypatch)
+  return dict(root=root, model_dir=tiny_run('run_cifar'), graph=graph)
 
 
 def test_reproduce_end_to_end_table_and_json(digits_run, capsys, tmp_path):

@@ -1,4 +1,5 @@
-"""Sample dumps split over machines: `sample --shard=i/n` and scripts/merge_samples.py, on a 2-step tiny run."""
+"""Sample dumps split over machines: `sample --shard=i/n` and scripts/merge_samples.py, on the conftest's standard
+tiny run."""
 
 import json
 import os
@@ -6,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers_scripts import assert_one_error, load_npz, load_script, run_main
+from helpers_scripts import assert_one_error, load_npz, run_main
 
 from diffusion_tf.tpu_utils import sample_shards
 
@@ -14,13 +15,10 @@ T = 10
 
 
 @pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  """Two training steps of the tiny U-Net on 8x8 digits, a checkpoint after each."""
-  model_dir = str(tmp_path_factory.mktemp('shards') / 'run')
-  load_script('run_cifar').train(
-    exp_name='shards', model_name='tiny', dataset='digits', resolution=8, total_bs=2, num_diffusion_timesteps=T,
-    warmup=1, model_dir=model_dir, max_steps=2, save_checkpoints_steps=1, save_summary_steps=1)
-  return model_dir
+def run_dir(tiny_run):
+  """The conftest's standard tiny run: three training steps of the tiny U-Net on 8x8 digits, a checkpoint after each
+  (read-only)."""
+  return tiny_run('run_cifar')
 
 
 def _sample(capsys, run_dir, out_dir, *flags):
