@@ -38,6 +38,8 @@ import tensorflow.compat.v1 as tf
 
 from helpers_data import make_tiny_cifar10, make_tiny_lsun
 from helpers_inception import make_standin_inception
+from helpers_metrics import frechet_distance, gaussian
+from helpers_metrics import inception_score as _inception_score
 from helpers_network import CheckpointNetwork
 from helpers_scripts import (LARGE_LR_FLAGS, assert_one_error, checkpoint_steps, copy_run, load_npz, load_script,
                              read_scalars, run_main)
@@ -159,27 +161,14 @@ def _prior_bpd(images, schedule=SCHEDULE):
   return _normal_kl(np.sqrt(a_T) * x0, np.log(1. - a_T), 0., 0.).reshape(len(x0), -1).mean(axis=1) / np.log(2.)
 
 
-def _inception_score(logits):
-  """exp(E_x KL(p(y|x) || p(y))) of one split."""
-  log_p = logits - logits.max(axis=1, keepdims=True)
-  log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-  p = np.exp(log_p)
-  return float(np.exp(np.mean(np.sum(p * (log_p - np.log(p.mean(axis=0))), axis=1))))
 
 
-def _moments(features):
-  return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def _frechet(mu1, sigma1, mu2, sigma2):
-  """|mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)); the eigenvalues of sigma1 sigma2 (a product of
-  two PSD matrices) are real and non-negative."""
-  eig = np.clip(np.linalg.eigvals(sigma1.dot(sigma2)).real, 0., None)
-  return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2. * np.sum(np.sqrt(eig)))
 
 
 def _fid(real_pool, pool):
-  return _frechet(*_moments(real_pool), *_moments(pool))
+  return frechet_distance(gaussian(real_pool), gaussian(pool))
 
 
 def _uint8(x):
@@ -351,9 +340,9 @@ def test_evaluation_metrics_once_with_stats_dir_reused_and_the_non_ema_pass(run,
   raw = json.load(open(os.path.join(model_dir, 'eval', 'step00000003_noema_metrics.json')))
   assert raw['weights'] == 'noema' and raw['step'] == 3
   raw_pool, raw_logits = standin['features'](_samples(net.load(run['ckpt'](3), False), n=6, batch_size=5, seed=0))
-  mu_test, sigma_test = _moments(test_pool)
+  mu_test, sigma_test = gaussian(test_pool)
   expected = {'samples/inception6': _inception_score(raw_logits), 'samples/trainfid6': _fid(train_pool, raw_pool),
-              'samples/fid6': _frechet(mu_test + 3., sigma_test, *_moments(raw_pool))}
+              'samples/fid6': frechet_distance((mu_test + 3., sigma_test), gaussian(raw_pool))}
   _assert_metrics(raw, expected)
   assert abs(expected['samples/trainfid6'] - ema['samples/trainfid6']) > 1e-2 * ema['samples/trainfid6']
   assert expected['samples/fid6'] > _fid(test_pool, raw_pool) + 100.

@@ -35,10 +35,13 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.special
 import tensorflow.compat.v1 as tf
 
 from helpers_data import make_tiny_cifar10
+from helpers_metrics import frechet_distance as _fid
+from helpers_metrics import gaussian as _gaussian
+from helpers_metrics import inception_score as _inception_score
+from helpers_metrics import split_inception_score as _split_inception_score
 from helpers_inception import PB_NAME, make_standin_inception, standin_reference
 from helpers_scripts import LARGE_LR_FLAGS, assert_one_error, copy_run, load_npz, load_script, run_main
 
@@ -110,30 +113,12 @@ def _digits_features(images):
   return h2, h2.dot(p['w3']) + p['b3']
 
 
-def _inception_score(logits):
-  """exp(mean_i KL(p(y|x_i) || p(y))), p(y) = mean_i p(y|x_i)."""
-  log_p = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
-  p = np.exp(log_p)
-  return float(np.exp(np.mean(np.sum(p * (log_p - np.log(p.mean(axis=0))), axis=1))))
 
 
-def _split_inception_score(logits, num_splits):
-  """Mean and population std of the IS of num_splits equal contiguous splits."""
-  assert len(logits) % num_splits == 0
-  scores = [_inception_score(part) for part in np.split(logits, num_splits)]
-  return float(np.mean(scores)), float(np.std(scores))
 
 
-def _gaussian(features):
-  return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def _fid(ref, gen):
-  """|mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^1/2), the last trace as the sum of the square roots of the
-  eigenvalues of S1 S2 (real, >= 0: S1 S2 is similar to the PSD S1^1/2 S2 S1^1/2)."""
-  (mu1, s1), (mu2, s2) = ref, gen
-  root_trace = np.sum(np.sqrt(np.maximum(np.linalg.eigvals(s1.dot(s2)).real, 0.)))
-  return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2. * root_trace)
 
 
 def _digits_splits():

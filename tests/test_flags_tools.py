@@ -25,12 +25,15 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.special
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
 import helpers_inception
 from helpers_data import block_network
+from helpers_metrics import frechet_distance as _fid
+from helpers_metrics import gaussian as _gaussian
+from helpers_metrics import inception_score as _inception_score
+from helpers_metrics import split_inception_score as _split_inception_score
 from helpers_scripts import load_npz, load_script, run_main
 
 from diffusion_tf import inception
@@ -107,31 +110,12 @@ def _standin_features(images, seed):
   return np.concatenate(pools), np.concatenate(logits)
 
 
-def _inception_score(logits):
-  """exp(mean_i KL(p(y|x_i) || p(y))), p(y) = mean_i p(y|x_i) (Salimans et al. 2016)."""
-  log_p = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
-  p = np.exp(log_p)
-  return float(np.exp(np.mean(np.sum(p * (log_p - np.log(p.mean(axis=0))), axis=1))))
 
 
-def _split_inception_score(logits, num_splits):
-  """Mean and population std of the IS of num_splits equal contiguous splits."""
-  assert len(logits) % num_splits == 0
-  scores = [_inception_score(part) for part in np.split(logits, num_splits)]
-  return float(np.mean(scores)), float(np.std(scores))
 
 
-def _gaussian(pool):
-  return pool.mean(axis=0), np.cov(pool, rowvar=False)  # unbiased covariance, as TF-GAN's FID
 
 
-def _fid(ref, gen):
-  """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2)), the trace of the root as the sum of the square roots of the
-  eigenvalues of S1 S2 (real and >= 0: S1 S2 is similar to the PSD S1^1/2 S2 S1^1/2), which stays accurate when
-  fewer samples than features make S2 singular."""
-  (mu1, s1), (mu2, s2) = ref, gen
-  root_trace = np.sum(np.sqrt(np.maximum(np.linalg.eigvals(s1.dot(s2)).real, 0.)))
-  return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2. * root_trace)
 
 
 def _save_stats(path, pool):
