@@ -19,7 +19,11 @@ import os
 
 import pytest
 
-from diffusion_tf import compat
+import helpers_scripts
+from helpers_data import block_network
+from helpers_network import CheckpointNetwork
+
+from diffusion_tf import compat, inception
 
 # The multi-replica tests run a MirroredStrategy on 2 CPU devices inside this process. On TF 2.15 they must be
 # configured before TensorFlow's runtime starts, which the first test to run an op would do.
@@ -50,7 +54,6 @@ def tiny_run(tmp_path_factory):
   """tiny_run(script='run_cifar', **flags) -> the model_dir of `scripts/<script>.py train` with TINY_RUN_DEFAULTS
   updated with flags, trained on first use and shared by every later call with the same script and flags (in this
   process). Read-only: see helpers_scripts.copy_run."""
-  import helpers_scripts
   runs = {}
 
   def make(script='run_cifar', **flags):
@@ -72,7 +75,6 @@ def tiny_run(tmp_path_factory):
 def checkpoint_network():
   """checkpoint_network(model, image_shape) -> a helpers_network.CheckpointNetwork of the script's model; load a
   checkpoint's weights with .load(ckpt, ema). Closed at the end of the module."""
-  from helpers_network import CheckpointNetwork
   made = []
 
   def make(model, image_shape):
@@ -85,8 +87,6 @@ def checkpoint_network():
 
 
 def _go_offline(mp, cache_dir):
-  from helpers_data import block_network
-  from diffusion_tf import inception
   attempts = block_network(mp)
   mp.setenv(inception.CACHE_ENV_VAR, str(cache_dir))
   mp.delenv(inception.GRAPH_ENV_VAR, raising=False)
@@ -96,7 +96,6 @@ def _go_offline(mp, cache_dir):
 @pytest.fixture
 def no_network(monkeypatch):
   """Socket connections and DNS lookups raise OSError; returns the list of attempted addresses."""
-  from helpers_data import block_network
   return block_network(monkeypatch)
 
 

@@ -5,6 +5,10 @@
   split_inception_score(logits, num_splits)   mean and population std of the IS of equal contiguous splits
   gaussian(features)                          (mean, unbiased covariance), as TF-GAN's FID
   frechet_distance(ref, gen)                  |mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^1/2) of two gaussians
+
+Written independently of the library's diffusion_tf/tpu_utils/classifier_metrics_numpy.py on purpose: the flag
+tests compare the commands' numbers with these, so a bug there must not cancel out (tests/test_metrics.py checks
+that module against scipy).
 """
 
 import numpy as np
