@@ -165,10 +165,9 @@ def write_tf_checkpoint(path, arrays, *, global_step=0, with_ema=True, basename=
 def read_tf_checkpoint(path):
   """A TF checkpoint (prefix, or a directory: its latest checkpoint) -> OrderedDict name -> np.ndarray."""
   import tensorflow.compat.v1 as tf  # imported here: the numpy-only functions above must not need TF
-  from .tpu_utils import checkpoint_recovery  # needs TF too: imported with it
 
-  if os.path.isdir(path):  # its newest readable checkpoint; unreadable newer ones are moved aside with a warning
-    ckpt = checkpoint_recovery.newest_readable_checkpoint(path)
+  if os.path.isdir(path):  # the checkpoint its state file names (run_dir.resolve_checkpoint also sets bad ones aside)
+    ckpt = tf.train.latest_checkpoint(path)
     if ckpt is None:
       raise CheckpointError('{}: directory has no readable TF checkpoint (no "checkpoint" state file listing '
                             'one)'.format(path))

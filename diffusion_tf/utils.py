@@ -13,8 +13,7 @@ from PIL import Image
 from .errors import WriteError
 from .unet_layout import EMA_NAME, EMA_SUFFIX
 
-# The original read the GCS bucket's region here; it lives with the bucket layout, in tpu_utils/paths.py.
-from .tpu_utils.paths import get_gcp_region  # noqa: F401
+from .gcp import get_gcp_region  # noqa: F401 (the original's name in this module)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import os
 
 from diffusion_tf import checkpoints  # numpy only; TF is imported when a checkpoint is written or read
 from diffusion_tf import provenance
-from diffusion_tf.tpu_utils import cli
+from diffusion_tf.cli import runner as cli
 
 
 def _hparams_text(hp):
@@ -68,7 +68,9 @@ def to_diffusers(ckpt, out, resolution, ema=True, prefix='model'):
   """Reads our TF checkpoint `ckpt` (a prefix, or a directory: its latest checkpoint); writes `out` (new or empty)
   as a diffusers UNet2DModel directory. `resolution` is the image size the model was trained at (32 for CIFAR-10,
   256 for CelebA-HQ / LSUN); `ema` picks the EMA weights (the ones the paper samples with) over the live ones."""
-  values = checkpoints.read_tf_checkpoint(str(ckpt))
+  from diffusion_tf.runs import run_dir  # TensorFlow only now: to_tf needs none
+  ckpt = run_dir.resolve_checkpoint(str(ckpt))  # a directory's newest readable checkpoint (unreadable ones set aside)
+  values = checkpoints.read_tf_checkpoint(ckpt)
   arrays = checkpoints.unet_weights_from_tf(values, ema=bool(ema), prefix=prefix)
   hp = checkpoints.unet_hparams_from_tf(arrays, resolution=resolution, prefix=prefix)
   state = checkpoints.tf_to_diffusers(arrays, hp, prefix=prefix)

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')
 import numpy as np  # noqa: E402
 
 from diffusion_tf.errors import UsageError  # noqa: E402
-from diffusion_tf.tpu_utils import cli  # noqa: E402
+from diffusion_tf.cli import runner as cli  # noqa: E402
 
 DEMO_CONFIG = dict(
   dataset='digits', resolution=8, model_name='demo', num_diffusion_timesteps=1000, beta_start=0.0001,
@@ -123,8 +123,9 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
   t_start = time.time()
   cli.quiet_tensorflow()  # before TensorFlow loads (the imports below), as run_cifar.py does
   from diffusion_tf import utils
-  from diffusion_tf.tpu_utils import cifar_commands as run_cifar  # run_cifar.py's commands, from the package
-  from diffusion_tf.tpu_utils import datasets, reproduce as reproduce_lib
+  from diffusion_tf.cli import cifar10 as run_cifar  # run_cifar.py's commands, from the package
+  from diffusion_tf.data import digits
+  from diffusion_tf.evaluation import protocol
 
   run_dir = os.path.abspath(os.path.join(out_dir, datetime.datetime.now().strftime('%Y%m%d-%H%M%S')))
   model_dir = os.path.join(run_dir, 'model')
@@ -144,7 +145,7 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
   utils.save_tiled_imgs(os.path.join(run_dir, 'samples.png'), samples)
   utils.write_png(os.path.join(run_dir, 'samples_x4.png'), upscale(utils.tile_imgs(samples), 4))
   os.replace(os.path.join(sample_dir, 'samples.npz'), os.path.join(run_dir, 'samples.npz'))
-  real = datasets.load_digits_images(config['resolution'])[:num_samples]
+  real = digits.load_digits_images(config['resolution'])[:num_samples]
   utils.write_png(os.path.join(run_dir, 'data.png'), upscale(utils.tile_imgs(real), 4))
 
   # 3. loss curve
@@ -177,7 +178,7 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
                                                  'num_samples')}
              for name, r in [('samples_ddim50', model_quality), ('real_test_digits', real_quality)]}
   utils.atomic_write_bytes(os.path.join(quality_dir, 'table.md'), (
-    reproduce_lib.format_table(model_quality) + reproduce_lib.format_table(real_quality).split('\n', 2)[2]).encode())
+    protocol.format_table(model_quality) + protocol.format_table(real_quality).split('\n', 2)[2]).encode())
 
   summary = dict(
     steps=step, final_loss=points[-1][1] if points else None, test_bits_per_dim=total_bpd,

@@ -34,8 +34,9 @@ import numpy as np
 from PIL import Image
 
 from diffusion_tf.errors import UsageError
-from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
-from diffusion_tf.tpu_utils import cli, fid_stats
+from diffusion_tf.evaluation import metrics
+from diffusion_tf.cli import runner as cli
+from diffusion_tf.evaluation import reference_stats as fid_stats
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,24 +14,24 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from diffusion_tf.tpu_utils import script_utils  # noqa: E402
+from diffusion_tf.cli import runner  # noqa: E402
 
-script_utils.quiet_tensorflow()
+runner.quiet_tensorflow()
 
-from diffusion_tf.tpu_utils import sample_shards  # noqa: E402
+from diffusion_tf.generate import shards  # noqa: E402
 
 
 def merge(*shard_dirs, out_dir=None):
   """Merge shard directories (positional) into --out_dir."""
   if not out_dir:
-    raise sample_shards.ShardError('--out_dir is required: the directory to write the merged samples.npz to')
-  merged = sample_shards.merge_shards([str(d) for d in shard_dirs], str(out_dir))
+    raise shards.ShardError('--out_dir is required: the directory to write the merged samples.npz to')
+  merged = shards.merge_shards([str(d) for d in shard_dirs], str(out_dir))
   print('merged {} shards: {} samples -> {}'.format(len(shard_dirs), len(merged),
-                                                     os.path.join(str(out_dir), sample_shards.SAMPLES_FILE)))
+                                                     os.path.join(str(out_dir), shards.SAMPLES_FILE)))
 
 
 def main(argv=None):
-  script_utils.run_cli(script_utils.subcommands(merge=merge)['merge'], argv=argv, name='merge_samples.py')
+  runner.run_cli(runner.subcommands(merge=merge)['merge'], argv=argv, name='merge_samples.py')
 
 
 if __name__ == '__main__':

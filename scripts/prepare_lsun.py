@@ -20,7 +20,7 @@ from PIL import Image
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
 from diffusion_tf.errors import UsageError  # noqa: E402
-from diffusion_tf.tpu_utils import cli  # noqa: E402
+from diffusion_tf.cli import runner as cli  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 

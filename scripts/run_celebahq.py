@@ -19,68 +19,19 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from diffusion_tf.tpu_utils import script_utils  # noqa: E402
+from diffusion_tf.cli import runner  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
 
-script_utils.quiet_tensorflow()
+runner.quiet_tensorflow()
 
-from diffusion_tf.tpu_utils import celebahq_lsun_model, datasets, editing, tpu_utils  # noqa: E402
-from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
-
-MODEL_CONFIGS = celebahq_lsun_model.MODEL_CONFIGS
-Model = celebahq_lsun_model.Model
-_load_model = celebahq_lsun_model.load_model
-_validate_kwargs = celebahq_lsun_model.validate_kwargs
-
-
-def train(
-    exp_name, tpu_name=None, bucket_name_prefix=None, model_name='unet2d16b2c112244', dataset='celebahq256',
-    optimizer='adam', total_bs=64, grad_clip=1., lr=2e-5, warmup=5000, num_diffusion_timesteps=1000,
-    beta_start=0.0001, beta_end=0.02, beta_schedule='linear', loss_type='noisepred', dropout=0.0, randflip=1,
-    block_size=1, tfds_data_dir='tensorflow_datasets', log_dir='logs', keep_checkpoint_max=2,
-    # Not in the original: where and how long to run.
-    region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
-    save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999, resolution=None, num_gpus=None,
-    num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
-    worker_timeout_secs=tpu_utils.DEFAULT_WORKER_TIMEOUT_SECS):
-  """Train a diffusion model; the defaults are the paper's CelebA-HQ 256 run.
-
-  The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
-  --bucket_name_prefix, log_dir and tfds_data_dir are inside gs://{bucket_name_prefix}-{region}. An existing run
-  directory is resumed from its latest checkpoint. --block_size=b applies space_to_depth(b) before the U-Net and
-  depth_to_space after it. See run_cifar.py train for the run-control flags.
-  """
-  kwargs = dict(locals())
-  celebahq_lsun_model.validate_train_kwargs(kwargs)
-  paths = Paths(bucket_name_prefix, region)
-  ds = datasets.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution)
-  script_utils.check_model_config(model_name, MODEL_CONFIGS, ds.image_size, block_size=block_size)
-  script_utils.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=celebahq_lsun_model.exp_name(kwargs),
-                                 model_constructor=lambda: _load_model(kwargs, ds))
-
-
-def evaluation(
-    model_dir, tpu_name=None, bucket_name_prefix=None, once=False, dump_samples_only=False, total_bs=128,
-    tfds_data_dir='tensorflow_datasets',
-    # Not in the original:
-    load_ckpt=None, region=None, num_inception_samples=2048, inception_graph=None, stats_dir=None,
-    non_ema_pass=False, num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None,
-    full_reference_sets=False):
-  """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
-  training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags as in
-  run_cifar.py evaluation.
-  """
-  script_utils.evaluation_from_flags(SCRIPT, dict(locals()))
-
-
-SCRIPT = script_utils._Script(name='run_celebahq.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
-sample = script_utils.make_sample_command(SCRIPT)
-interpolate = editing.make_interpolate_command(SCRIPT)
-denoising_trajectory = editing.make_trajectory_command(SCRIPT)
+# The recipe (the paper's hyper-parameters as the commands' defaults) lives in diffusion_tf/cli/celebahq.py, where
+# the tests run them too; its model is diffusion_tf/experiments/celebahq_lsun.py.
+from diffusion_tf.cli.celebahq import (  # noqa: E402,F401 (this script's names)
+  MODEL_CONFIGS, SCRIPT, Model, _load_model, _validate_kwargs, denoising_trajectory, evaluation, interpolate, sample,
+  train)
 
 
 def main(argv=None):
-  script_utils.run_cli(script_utils.subcommands(
+  runner.run_cli(runner.subcommands(
     train=train, evaluation=evaluation, sample=sample, interpolate=interpolate,
     denoising_trajectory=denoising_trajectory), argv=argv, name='run_celebahq.py')
 

@@ -25,19 +25,19 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from diffusion_tf.tpu_utils import script_utils  # noqa: E402
+from diffusion_tf.cli import runner  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
 
-script_utils.quiet_tensorflow()
+runner.quiet_tensorflow()
 
-# The recipe (the paper's hyper-parameters as the commands' defaults) and its model live in the package, where
-# demo.py runs them too: cifar_commands.py (train, evaluation, simple_eval, sample, reproduce) and cifar_model.py.
-from diffusion_tf.tpu_utils.cifar_commands import (  # noqa: E402,F401 (this script's names)
+# The recipe (the paper's hyper-parameters as the commands' defaults) lives in diffusion_tf/cli/cifar10.py, where
+# demo.py runs them too; its model is diffusion_tf/experiments/cifar10.py.
+from diffusion_tf.cli.cifar10 import (  # noqa: E402,F401 (this script's names)
   DATASETS, MODEL_CONFIGS, SCRIPT, Model, _load_model, _validate_kwargs, evaluation, reproduce, sample, simple_eval,
   train)
 
 
 def main(argv=None):
-  script_utils.run_cli(script_utils.subcommands(
+  runner.run_cli(runner.subcommands(
     train=train, evaluation=evaluation, simple_eval=simple_eval, sample=sample, reproduce=reproduce), argv=argv,
     name='run_cifar.py')
 

@@ -19,109 +19,19 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from diffusion_tf.tpu_utils import script_utils  # noqa: E402
+from diffusion_tf.cli import runner  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
 
-script_utils.quiet_tensorflow()
+runner.quiet_tensorflow()
 
-from diffusion_tf.tpu_utils import celebahq_lsun_model, datasets, tpu_utils  # noqa: E402
-from diffusion_tf.tpu_utils.paths import Paths  # noqa: E402
-
-import tensorflow.compat.v1 as tf  # noqa: E402
-
-Model = celebahq_lsun_model.Model  # the CelebA-HQ model (run_celebahq.py), on LSUN
-MODEL_CONFIGS = celebahq_lsun_model.MODEL_CONFIGS
-_load_model = celebahq_lsun_model.load_model
-DATASETS = ('lsun',)
-
-
-def _validate_kwargs(kwargs):
-  celebahq_lsun_model.validate_kwargs(kwargs, datasets_allowed=DATASETS)
-
-
-def _tfr_stats_name(tfr_file):
-  """'church-r08' for .../church-r08.tfrecords: names the cached FID statistics of these TFRecords."""
-  name = os.path.basename(tfr_file).split('.')[0].replace('*', 'x')
-  return ''.join(c if (c.isalnum() or c in '._-') else '_' for c in name) or 'lsun'
-
-
-# The original's defaults: the TFRecords of LSUN church inside the bucket (train), and the evaluation's own default.
-TRAIN_TFR_FILE = 'tensorflow_datasets/lsun/church/church-r08.tfrecords'
-EVAL_TFR_FILE = 'tensorflow_datasets/lsun/church-r08.tfrecords'
-# The evaluation's reference statistics: a shuffled subset of this many training images (the original's, for memory).
-EVAL_LIMIT_DATASET_SIZE = 30000
-
-
-def train(
-    exp_name, tpu_name=None, bucket_name_prefix=None, model_name='unet2d16b2c112244', dataset='lsun',
-    optimizer='adam', total_bs=64, grad_clip=1., lr=2e-5, warmup=5000, num_diffusion_timesteps=1000,
-    beta_start=0.0001, beta_end=0.02, beta_schedule='linear', loss_type='noisepred', dropout=0.0, randflip=1,
-    block_size=1, tfr_file=TRAIN_TFR_FILE, log_dir='logs', warm_start_model_dir=None,
-    # Not in the original: where and how long to run.
-    keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
-    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
-    resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
-    max_train_secs=None, worker_timeout_secs=tpu_utils.DEFAULT_WORKER_TIMEOUT_SECS):
-  """Train on the LSUN TFRecords --tfr_file (a path or glob; with --bucket_name_prefix, inside the bucket).
-
-  --warm_start_model_dir initialises every variable from that run's latest checkpoint, as the original
-  (vars_to_warm_start=['.*']): the weights, Adam's slots, the EMA shadows and the global step, so the step count
-  and the learning-rate warm-up continue from there. Only when the new run has no checkpoint yet. Other flags as in
-  run_celebahq.py train.
-  """
-  kwargs = dict(locals())
-  script_utils.check_str('tfr_file', tfr_file)
-  celebahq_lsun_model.validate_train_kwargs(kwargs, datasets_allowed=DATASETS)
-  paths = Paths(bucket_name_prefix, region)
-  warm_start_from = None
-  if warm_start_model_dir is not None:
-    ckpt = tpu_utils.resolve_checkpoint(paths.resolve(warm_start_model_dir))
-    warm_start_from = tf.estimator.WarmStartSettings(ckpt_to_initialize_from=ckpt, vars_to_warm_start=['.*'])
-  kwargs['tfr_path'] = paths.resolve(tfr_file)
-  ds = datasets.get_dataset('lsun', tfr_file=kwargs['tfr_path'], resolution=resolution)
-  script_utils.check_model_config(model_name, MODEL_CONFIGS, ds.image_size, block_size=block_size)
-  script_utils.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=celebahq_lsun_model.exp_name(kwargs),
-                                 model_constructor=lambda: _load_model(kwargs, ds), warm_start_from=warm_start_from)
-
-
-def evaluation(
-    model_dir, tpu_name=None, bucket_name_prefix=None, once=False, dump_samples_only=False, total_bs=128,
-    tfr_file=EVAL_TFR_FILE, samples_dir=None, num_inception_samples=2048,
-    # Not in the original:
-    load_ckpt=None, region=None, inception_graph=None, stats_dir=None, non_ema_pass=False, num_gpus=None,
-    poll_secs=60, timeout_secs=None, seed=0, full_reference_sets=False):
-  """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
-  training TFRecords --tfr_file (2,048 samples in batches of 128; reference statistics of a seeded shuffled subset
-  of 30,000 training images, as the original; every image with --full_reference_sets). If --tfr_file is left at
-  the original's default and that file does not exist, the TFRecords the run trained on (kwargs.json) are used,
-  and a line says so. --dump_samples_only writes the samples into --samples_dir (default model_dir/eval). Other
-  flags as in run_cifar.py evaluation.
-  """
-  paths, model_dir, kwargs = script_utils.load_run(model_dir, bucket_name_prefix, region, _validate_kwargs)
-  script_utils.check_str('tfr_file', tfr_file)
-  resolved = paths.resolve(tfr_file)
-  trained_on = kwargs.get('tfr_path', kwargs.get('tfr_file'))
-  if tfr_file == EVAL_TFR_FILE and not tf.io.gfile.exists(resolved) and trained_on:
-    print('--tfr_file default {} does not exist: using the TFRecords the run trained on, {}'.format(
-      resolved, trained_on))
-    resolved = trained_on
-  ds = datasets.get_dataset('lsun', tfr_file=resolved, resolution=kwargs.get('image_size') or kwargs.get('resolution'))
-  script_utils.evaluate_run(
-    model_dir=model_dir, model_constructor=lambda: _load_model(kwargs, ds), ds=ds, paths=paths, tpu_name=tpu_name,
-    once=once, dump_samples_only=dump_samples_only, total_bs=total_bs, load_ckpt=load_ckpt,
-    num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
-    num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed, stats_name=_tfr_stats_name(resolved),
-    samples_dir=samples_dir, full_reference_sets=full_reference_sets, limit_dataset_size=EVAL_LIMIT_DATASET_SIZE,
-    stats_dir=paths.resolve(stats_dir) or tpu_utils.default_stats_dir('lsun', tfr_file=resolved))
-
-
-SCRIPT = script_utils._Script(name='run_lsun.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
-sample = script_utils.make_sample_command(SCRIPT)
+# The recipe (the paper's hyper-parameters as the commands' defaults) lives in diffusion_tf/cli/lsun.py, where
+# the tests run them too; its model is diffusion_tf/experiments/celebahq_lsun.py.
+from diffusion_tf.cli.lsun import (  # noqa: E402,F401 (this script's names)
+  DATASETS, EVAL_LIMIT_DATASET_SIZE, EVAL_TFR_FILE, MODEL_CONFIGS, SCRIPT, TRAIN_TFR_FILE, Model, _load_model,
+  _tfr_stats_name, _validate_kwargs, evaluation, sample, train)
 
 
 def main(argv=None):
-  script_utils.run_cli(script_utils.subcommands(train=train, evaluation=evaluation, sample=sample), argv=argv,
-                       name='run_lsun.py')
+  runner.run_cli(runner.subcommands(train=train, evaluation=evaluation, sample=sample), argv=argv, name='run_lsun.py')
 
 
 if __name__ == '__main__':

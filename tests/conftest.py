@@ -19,9 +19,9 @@ import os
 
 import pytest
 
-import helpers_scripts
-from helpers_data import block_network
-from helpers_network import CheckpointNetwork
+from support import scripts as helpers_scripts
+from support.data import block_network
+from support.network import CheckpointNetwork
 
 from diffusion_tf import compat, inception
 

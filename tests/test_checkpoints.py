@@ -1,7 +1,8 @@
 """Checkpoint interop with diffusers (diffusion_tf/checkpoints.py, scripts/convert_diffusers_checkpoint.py).
 
-The fixture tests/data/diffusers_tiny was made by tests/data/make_diffusers_fixture.py with the real diffusers/PyTorch:
-a tiny random UNet2DModel with the DDPM architecture, its output on fixed inputs, and a torch.save'd .bin.
+The fixture tests/fixtures/diffusers_tiny was made by tests/fixtures/make_diffusers_fixture.py with the real
+diffusers/PyTorch: a tiny random UNet2DModel with the DDPM architecture, its output on fixed inputs, and a
+torch.save'd .bin.
 """
 
 import collections
@@ -23,7 +24,7 @@ from diffusion_tf import checkpoints as C
 from diffusion_tf.models import unet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, 'tests', 'data')
+DATA = os.path.join(ROOT, 'tests', 'fixtures')
 TINY = os.path.join(DATA, 'diffusers_tiny')
 SCRIPT = os.path.join(ROOT, 'scripts', 'convert_diffusers_checkpoint.py')
 PEER_PYTHON = os.path.join(ROOT, '.venv-peer', 'bin', 'python')
@@ -46,7 +47,7 @@ HUB_CIFAR10_CONFIG = {
 
 
 def read_reference(name):
-  """tests/data/unet_*_variables.txt -> OrderedDict name -> shape (the original release's variables)."""
+  """tests/fixtures/unet_*_variables.txt -> OrderedDict name -> shape (the original release's variables)."""
   out = collections.OrderedDict()
   with open(os.path.join(DATA, name)) as f:
     for line in f:

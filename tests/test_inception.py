@@ -14,10 +14,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-import helpers_inception
+from support import inception as helpers_inception
 from diffusion_tf import compat, errors, inception
-from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics
-from diffusion_tf.tpu_utils import fid_stats
+from diffusion_tf.evaluation import metrics as metrics
+from diffusion_tf.evaluation import reference_stats as fid_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'evaluate_samples.py')

@@ -1,6 +1,8 @@
-"""The package's layout: dependencies run one way (no import cycle, the library never imports the command line),
-imports sit at the top of files, modules stay small enough to read, and errors have one home and one way out. Read
-from the source with ast."""
+"""The package's layout: each job in the subpackage named after it, dependencies that run one way (no import cycle;
+the math imports no infrastructure; data/ and runs/ import no training, evaluation or command line; the library
+never imports the command line; nothing imports the original's faces in tpu_utils/), one module of checks, imports at
+the top of files, modules small enough to read, and errors with one home and one way out. Read from the source with
+ast."""
 
 import ast
 import os
@@ -8,12 +10,30 @@ import os
 import pytest
 
 from diffusion_tf import errors  # pure Python: imports nothing else of the project
-from helpers_scripts import REPO, SCRIPTS
+from support.scripts import REPO, SCRIPTS
 
 PACKAGE = 'diffusion_tf'
-# The command line's modules: the scripts import them, the library never does.
-CLI_MODULES = {'diffusion_tf.tpu_utils.cli', 'diffusion_tf.tpu_utils.script_utils',
-               'diffusion_tf.tpu_utils.cifar_commands'}
+# The command line's package: the scripts import it, the library never does.
+CLI = PACKAGE + '.cli'
+# The original release's modules of tpu_utils/, kept as its faces: they re-export, nothing of the package imports them.
+FACES = PACKAGE + '.tpu_utils'
+FACE_MODULES = {'tpu_utils', 'datasets', 'classifier_metrics_numpy', 'simple_eval_worker', 'tpu_summaries'}
+# The math: the diffusion processes, samplers, layers and the U-Net. They import only each other and the leaf modules.
+MATH = {PACKAGE + '.' + m for m in ('diffusion_utils', 'diffusion_utils_2', 'diffusion_core', 'nn', 'utils', 'noise',
+                                    'samplers', 'sampler_schedules', 'models', 'models.unet', 'models.configs')}
+# Leaf modules: they import nothing of the package but each other (errors, pure checks, TF-version shims, the
+# checkpoint format's names, the metadata server's region).
+LEAVES = {PACKAGE + '.' + m for m in ('errors', 'checks', 'compat', 'gcp', 'unet_layout', 'diffusers_config')}
+# The subpackages of the infrastructure, and the ones each must not import (dependencies run one way).
+SUBPACKAGES = ('data', 'runs', 'train', 'evaluation', 'generate', 'experiments', 'cli', 'tpu_utils', 'models')
+MUST_NOT_IMPORT = {
+  'data': ('train', 'evaluation', 'generate', 'experiments', 'cli', 'runs'),
+  'runs': ('train', 'evaluation', 'generate', 'experiments', 'cli', 'data'),
+  'experiments': ('train', 'evaluation', 'generate', 'cli'),
+  'generate': ('train', 'evaluation', 'cli'),
+  'train': ('evaluation', 'generate', 'cli'),
+  'evaluation': ('train', 'cli'),
+}
 MAX_LINES = 400
 LONG_MODULE_MARK = 'over 400 lines'
 # Long modules whose split by job is still to do; reported as skipped so that they stay in sight.
@@ -112,8 +132,65 @@ def test_find_cycle_finds_a_cycle_and_accepts_a_tree():
 def test_the_import_graph_reads_relative_imports():
   graph = _graph()
   assert 'diffusion_tf.samplers' in graph['diffusion_tf.diffusion_core']
-  assert 'diffusion_tf.tpu_utils.paths' in graph['diffusion_tf.utils']
-  assert 'diffusion_tf.tpu_utils' in graph['diffusion_tf.utils']  # the package of tpu_utils.paths
+  assert 'diffusion_tf.gcp' in graph['diffusion_tf.utils']
+  assert {'diffusion_tf.runs', 'diffusion_tf.runs.run_dir'} <= graph['diffusion_tf.train.loop']  # package + module
+
+
+def _subpackage(module):
+  parts = module.split('.')
+  return parts[1] if len(parts) > 2 else None
+
+
+def test_every_module_lives_in_a_subpackage_named_after_its_job_or_is_math_or_a_leaf():
+  """One level of subpackages, each in SUBPACKAGES; tpu_utils/ holds the original's five modules and nothing else."""
+  for module in MODULES:
+    parts = module.split('.')
+    assert len(parts) <= 3, '{}: at most one level of subpackages'.format(module)
+    if len(parts) == 3:
+      assert parts[1] in SUBPACKAGES, '{}: {} is not one of the subpackages {}'.format(module, parts[1], SUBPACKAGES)
+  faces = {m.split('.')[-1] for m in MODULES if m.startswith(FACES + '.')}
+  assert faces == FACE_MODULES, 'tpu_utils/ holds {}; expected only the original\'s {}'.format(
+    sorted(faces), sorted(FACE_MODULES))
+
+
+def test_nothing_of_the_package_imports_the_faces_and_the_faces_only_re_export():
+  graph = _graph()
+  bad = [(m, d) for m, deps in graph.items() if not m.startswith(FACES) for d in deps if d.startswith(FACES)]
+  assert not bad, bad
+  for module in MODULES:
+    if module.startswith(FACES + '.'):
+      tree = _parse(MODULES[module])
+      defs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and
+              n.name not in ('__getattr__', '__dir__')]
+      assert not defs, '{} defines {}; a face only re-exports'.format(module, defs)
+
+
+def test_the_math_imports_only_math_and_leaf_modules():
+  graph = _graph()
+  bad = ['{} imports {}'.format(m, d) for m in MATH for d in graph[m] if d not in MATH | LEAVES | {PACKAGE}]
+  assert not bad, bad
+  bad = ['{} imports {}'.format(m, d) for m in LEAVES for d in graph[m] if d not in LEAVES | {PACKAGE}]
+  assert not bad, bad
+
+
+@pytest.mark.parametrize('subpackage', sorted(MUST_NOT_IMPORT))
+def test_dependencies_between_subpackages_run_one_way(subpackage):
+  graph = _graph()
+  bad = ['{} imports {}'.format(m, d) for m, deps in graph.items() if _subpackage(m) == subpackage
+         for d in deps if _subpackage(d) in MUST_NOT_IMPORT[subpackage]]
+  assert not bad, bad
+
+
+def test_checks_live_once_in_a_pure_python_module():
+  """checks.py imports nothing but the errors (no TensorFlow, numpy aside), and no other module defines a check_*
+  of the same name."""
+  path = MODULES[PACKAGE + '.checks']
+  top = {name for name, _, _ in _imports(PACKAGE + '.checks', path)}
+  assert top <= {'inspect', 'numpy', PACKAGE + '.errors', PACKAGE}, top
+  names = {n.name for n in _parse(path).body if isinstance(n, ast.FunctionDef) and n.name.startswith('check_')}
+  elsewhere = ['{}: {}'.format(m, n.name) for m, p in MODULES.items() if m != PACKAGE + '.checks'
+               for n in ast.walk(_parse(p)) if isinstance(n, ast.FunctionDef) and n.name in names]
+  assert not elsewhere, elsewhere
 
 
 def test_no_import_cycle_in_the_package():
@@ -123,19 +200,20 @@ def test_no_import_cycle_in_the_package():
 
 def test_the_library_never_imports_the_command_line():
   scripts = {name[:-len('.py')] for name in os.listdir(SCRIPTS) if name.endswith('.py')}
-  assert CLI_MODULES <= set(MODULES)
+  assert CLI in MODULES
   bad = []
   for module, path in MODULES.items():
     for name, node, _ in _imports(module, path):
-      if name.split('.')[0] in scripts | {'scripts'} or (module not in CLI_MODULES and name in CLI_MODULES):
+      in_cli = lambda m: m == CLI or m.startswith(CLI + '.')
+      if name.split('.')[0] in scripts | {'scripts'} or (not in_cli(module) and in_cli(name)):
         bad.append('{}:{} imports {}'.format(os.path.relpath(path, REPO), node.lineno, name))
   assert not bad, bad
 
 
 def test_the_cli_runner_is_pure_python():
   """Scripts import cli.py before TensorFlow (quiet_tensorflow must set the log level first)."""
-  path = MODULES['diffusion_tf.tpu_utils.cli']
-  top = {name for name, _, nested in _imports('diffusion_tf.tpu_utils.cli', path) if not nested}
+  path = MODULES[CLI + '.runner']
+  top = {name for name, _, nested in _imports(CLI + '.runner', path) if not nested}
   assert not any(name.startswith('tensorflow') for name in top), top
   assert top & set(MODULES) <= {'diffusion_tf', 'diffusion_tf.errors'}, top
 
@@ -203,7 +281,7 @@ def test_every_command_line_reports_errors_through_run_cli():
 
 
 def test_no_script_imports_another_script():
-  """Shared code lives in the package (demo.py runs run_cifar.py's commands from tpu_utils/cifar_commands.py)."""
+  """Shared code lives in the package (demo.py runs run_cifar.py's commands from diffusion_tf/cli/cifar10.py)."""
   scripts = {name[:-len('.py')] for name in os.listdir(SCRIPTS) if name.endswith('.py')}
   bad = []
   for name in sorted(scripts):

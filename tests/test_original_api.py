@@ -1,5 +1,5 @@
 """Code written against the original release imports the same public names from the same modules, with the same
-parameters (names, order, kinds and defaults), as listed in tests/data/original_api.txt."""
+parameters (names, order, kinds and defaults), as listed in tests/fixtures/original_api.txt."""
 
 import ast
 import importlib
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from helpers_scripts import REPO, load_script
+from support.scripts import REPO, load_script
 
-API_FILE = os.path.join(REPO, 'tests', 'data', 'original_api.txt')
+API_FILE = os.path.join(REPO, 'tests', 'fixtures', 'original_api.txt')
 
 
 def _parse_api(path):
@@ -136,8 +136,8 @@ def test_original_public_names_and_signatures(module_file):
 def test_lazy_module_constants(tmp_path, monkeypatch):
   """INCEPTION_GRAPH_DEF (downloaded at import in the original) is read on first use, here from a local stand-in;
   tpu_summaries.summary is tf.contrib.summary."""
-  import helpers_inception
-  from helpers_data import block_network
+  from support import inception as helpers_inception
+  from support.data import block_network
   from diffusion_tf import inception
   from diffusion_tf.tpu_utils import tpu_summaries, tpu_utils
   attempts = block_network(monkeypatch)
@@ -154,8 +154,9 @@ def test_lazy_module_constants(tmp_path, monkeypatch):
 
 def test_thin_wrappers_behave_as_the_original(capfd):
   from diffusion_tf import nn, utils
-  from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics, paths, tpu_utils
-  assert nn.DEFAULT_DTYPE == tf.float32 and utils.get_gcp_region is paths.get_gcp_region
+  from diffusion_tf import gcp
+  from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics, tpu_utils
+  assert nn.DEFAULT_DTYPE == tf.float32 and utils.get_gcp_region is gcp.get_gcp_region
   x = np.array([[1., 2., 3.], [0., 0., 5.]])
   by_column = metrics.log_softmax(x, axis=0)  # the original's explicit axis
   np.testing.assert_allclose(np.exp(by_column).sum(axis=0), 1.)

@@ -1,9 +1,9 @@
 """Fast samplers (diffusion_tf/samplers.py): DDIM, PNDM and respaced ancestral DDPM.
 
-Checked against diffusers' DDIMScheduler / PNDMScheduler / DDPMScheduler (the fixture tests/data/scheduler_parity.npz,
-made by tests/data/make_scheduler_fixture.py in the peer venv with the same toy network
-eps(x, t) = tanh(x) + 0.01 t / T), against an independent numpy implementation of the respaced chain, against closed
-forms, and by identities between samplers.
+Checked against diffusers' DDIMScheduler / PNDMScheduler / DDPMScheduler (the fixture
+tests/fixtures/scheduler_parity.npz, made by tests/fixtures/make_scheduler_fixture.py in the peer venv with the same
+toy network eps(x, t) = tanh(x) + 0.01 t / T), against an independent numpy implementation of the respaced chain,
+against closed forms, and by identities between samplers.
 """
 
 import os
@@ -15,8 +15,9 @@ import tensorflow.compat.v1 as tf
 from diffusion_tf import samplers
 from diffusion_tf.diffusion_utils import GaussianDiffusion
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule
+from support.scripts import FIXTURES
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'scheduler_parity.npz')
+FIXTURE = os.path.join(FIXTURES, 'scheduler_parity.npz')
 T = 1000
 SHAPE = [2, 2, 2, 3]
 BETAS = get_beta_schedule('linear', beta_start=1e-4, beta_end=0.02, num_diffusion_timesteps=T)

@@ -1,6 +1,6 @@
 """The two stacks (TF 1.15 / Python 3.7 and TF 2.15 / Python 3.11) compute the same numbers and share checkpoints.
 
-The stored numbers were made on TF 1.15 (tests/data/make_stack_numbers.py); this test checks them on whichever stack
+The stored numbers were made on TF 1.15 (tests/fixtures/make_stack_numbers.py); this test checks them on whichever stack
 runs it. The checkpoint test trains on one stack and resumes on the other, in both directions, with the other stack's
 venv in a subprocess (skipped, saying why, when that venv is not installed; CI installs both).
 """
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from helpers_scripts import SCRIPTS, PYTHON, checkpoint_steps
-from helpers_stacks import REPO, STACK_NUMBERS, TRACKED_VARIABLES, other_stack_python, unet_and_train_step_numbers
+from support.scripts import SCRIPTS, PYTHON, checkpoint_steps
+from support.stacks import REPO, STACK_NUMBERS, TRACKED_VARIABLES, other_stack_python, unet_and_train_step_numbers
 
 TINY_DIGITS = ['--dataset=digits', '--resolution=8', '--model_name=tiny', '--num_diffusion_timesteps=10',
                '--total_bs=4', '--warmup=2', '--lr=2e-4', '--save_checkpoints_steps=2', '--log_every_steps=1']

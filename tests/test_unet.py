@@ -10,9 +10,10 @@ import tensorflow.compat.v1 as tf
 from diffusion_tf import nn, utils
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule
 from diffusion_tf.models import unet
-from helpers_stacks import reference_group_norm
+from support.scripts import FIXTURES
+from support.stacks import reference_group_norm
 
-DATA = os.path.join(os.path.dirname(__file__), 'data')
+DATA = FIXTURES
 
 CONFIGS = {
   # reference file: (image size, ch_mult, parameter count stated in the paper / reference)

@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from diffusion_tf.tpu_utils import classifier_metrics_numpy as metrics  # noqa: E402
-from diffusion_tf.tpu_utils import datasets, digits_classifier  # noqa: E402
+from diffusion_tf.evaluation import metrics as metrics  # noqa: E402
+from diffusion_tf.data import catalog as datasets  # noqa: E402
+from diffusion_tf.evaluation import digits_classifier  # noqa: F401
 
 
 def nearest_distances(x, ref, exclude_self=False):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv-peer: a Python 3.11 venv with PyTorch (CPU) and diffusers, used only OFFLINE by tools
-# (tests/data/make_diffusers_fixture.py) and benchmarks to compare against the reference PyTorch implementation.
+# (tests/fixtures/make_diffusers_fixture.py) and benchmarks to compare against the reference PyTorch implementation.
 # The product itself never imports torch. Idempotent: re-running checks the pins and installs only what is missing.
 # Usage (from the repository root):  bash tools/make_peer_venv.sh   [PYTHON311=/path/to/python3.11] [VENV=.venv-peer]
 set -euo pipefail

@@ -1,7 +1,7 @@
 """The DDPM U-Net (Ho et al. 2020, appendix B): a PixelCNN++-style Wide-ResNet U-Net with group normalization,
 sinusoidal timestep embeddings added in every residual block, and self-attention at the 16x16 resolution.
 
-Variable names and shapes are exactly those of the original release (see tests/data/unet_*_variables.txt).
+Variable names and shapes are exactly those of the original release (see tests/fixtures/unet_*_variables.txt).
 """
 
 import tensorflow.compat.v1 as tf

@@ -1,88 +1,9 @@
-"""Input pipelines of the paper's datasets, and an offline stand-in: `get_dataset` and the original's names, from
-the modules that do one job each (input_pipeline.py: the shared input fns; tfds_datasets.py: cifar10 and
-celebahq256; lsun_tfrecords.py: LSUN; digits_data.py: the offline digits).
-
-Every dataset is built by `get_dataset(name, ...)` and exposes the interface of the original release:
-
-  ds = get_dataset('cifar10', tfds_data_dir='tensorflow_datasets')
-  ds.num_classes                 # 1: all models here are unconditional
-  ds.image_size, ds.image_shape  # 32, [32, 32, 3]
-  ds.train_input_fn(params)           # infinite, shuffled (seeded)
-  ds.train_one_pass_input_fn(params)  # the training set once, in order (bits/dim over the training set)
-  ds.eval_input_fn(params)            # the test split once, in order; None if the dataset has no test split
-
-Each input fn reads `params['batch_size']` (TPUEstimator passes the per-host batch size there) and returns a
-tf.data.Dataset of {'image': int32 [B, H, W, 3] in {0..255}, 'label': int32 [B] (zeros)}, batched with
-drop_remainder=True (static shapes, as TPUs need) and prefetched. The model scales images itself (x / 127.5 - 1).
-
-Datasets:
-  cifar10      tfds cifar10:3.0.0 (tfds 2.1, TF 1.15) or 3.0.2 (tfds 4.9, TF 2.15: the same images, in the same
-               order), 50000 train / 10000 test, 32x32.
-  celebahq256  tfds celeb_a_hq/256:2.0.0, 30000 train, no test split, 256x256. tfds cannot download it: put
-               data256x256.tar (a tar of 256x256 PNGs, made with the progressive_growing_of_gans tools) at
-               <tfds_data_dir>/downloads/manual/celeb_a_hq/data256x256.tar.
-  lsun         StyleGAN2-format TFRecords (scripts/prepare_lsun.py, or StyleGAN2's dataset_tool.py create_lsun):
-               one tf.train.Example per image with 'shape' int64 [3] = (C, H, W) and 'data' bytes = the raw CHW
-               uint8 pixels. `tfr_file` is a path or glob (local or gs://), e.g. lsun/church/church-r08.tfrecords
-               (r08: 2^8 = 256 pixels). No test split.
-  digits       offline demo data: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside the package,
-               no network), upsampled bilinearly to 32x32 grey RGB; train = the first 1,500 images, test = the
-               other 297.
-
-tfds datasets are never downloaded here: get_dataset uses a prepared dataset under tfds_data_dir, prepares it
-offline if the source archive is already in tfds' download cache (see `tfds_source_path`, `place_tfds_download`),
-and otherwise raises a ValueError that says what to do (e.g. run `download_and_prepare` once with network access).
+"""The original release's `diffusion_tf.tpu_utils.datasets`, kept as its face: its names, from diffusion_tf/data/
+(catalog.py: get_dataset and the table of datasets; pipeline.py: the input fns; tfds.py: cifar10 and celebahq256;
+lsun.py: LSUN TFRecords). New code imports from there.
 """
-import functools
 
-import numpy as np
-
-from .digits_data import (  # noqa: F401 (this module's names)
-  DIGITS_NUM_TRAIN, DIGITS_RESOLUTIONS, DigitsDataset, load_digits_images, upsample_bilinear)
-from .flags import IMAGE_SIZES
-from .input_pipeline import (  # noqa: F401 (this module's names)
-  _SHUFFLE_BUFFER_BYTES, ImageDataset, _batch_size, _shuffle_buffer_size, input_pipeline, pack)
-from .lsun_tfrecords import LsunDataset, check_lsun_tfrecords  # noqa: F401 (this module's names)
-from .tfds_datasets import (  # noqa: F401 (this module's names)
-  _TFDS_SPECS, SimpleDataset, TfdsDataset, _tfds_info_file_contents, download_and_prepare, ensure_tfds_prepared,
-  place_tfds_download, tfds_prepared_dir, tfds_source_path)
-
-_ImageDataset = ImageDataset
-DATASET_NAMES = ('cifar10', 'celebahq256', 'lsun', 'digits')
-
-# The original's table of dataset constructors.
-DATASETS = {
-  'cifar10': functools.partial(SimpleDataset, name='cifar10'),
-  'celebahq256': functools.partial(SimpleDataset, name='celebahq256'),
-  'lsun': LsunDataset,
-}
-
-
-def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution=None):
-  """The dataset `name` (one of DATASET_NAMES); see the module docstring for the interface.
-
-  Args:
-    name: 'cifar10', 'celebahq256', 'lsun' or 'digits'.
-    tfds_data_dir: tfds data dir for cifar10/celebahq256 (None: ~/tensorflow_datasets); ignored otherwise.
-    tfr_file: path or glob of the LSUN TFRecords; required for (and only accepted by) 'lsun'.
-    seed: seed of the training shuffle (None: not seeded).
-    resolution: expected image size; None accepts the dataset's own (lsun: whatever the TFRecords hold; digits: 32).
-      Must equal it for cifar10 (32) and celebahq256 (256); digits accepts 8, 16, 32 or 64.
-  Raises:
-    ValueError: unknown name, missing or unprepared data, images of the wrong size.
-  """
-  if name not in DATASET_NAMES:
-    raise ValueError('unknown dataset name {!r}; expected one of {}'.format(name, ', '.join(DATASET_NAMES)))
-  if tfr_file is not None and name != 'lsun':
-    raise ValueError('tfr_file={!r} given for dataset {!r}; expected tfr_file only with name=\'lsun\''.format(
-      tfr_file, name))
-  if resolution is not None and (not isinstance(resolution, (int, np.integer)) or resolution < 1):
-    raise ValueError('resolution={!r}; expected a positive int or None'.format(resolution))
-  if name in _TFDS_SPECS:
-    size = _TFDS_SPECS[name].image_size
-    if resolution not in (None, size):
-      raise ValueError('{} images are {}x{}; got resolution={!r}'.format(name, size, size, resolution))
-    return TfdsDataset(name, tfds_data_dir=tfds_data_dir, seed=seed)
-  if name == 'lsun':
-    return LsunDataset(tfr_file, resolution=resolution, seed=seed)
-  return DigitsDataset(resolution=resolution or IMAGE_SIZES['digits'], seed=seed)
+from ..data.catalog import DATASET_NAMES, DATASETS, get_dataset  # noqa: F401
+from ..data.lsun import LsunDataset  # noqa: F401
+from ..data.pipeline import pack  # noqa: F401
+from ..data.tfds import SimpleDataset  # noqa: F401

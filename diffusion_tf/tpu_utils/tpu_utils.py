@@ -15,17 +15,17 @@ New code imports from those modules; this one only re-exports.
 
 from .. import inception, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError  # noqa: F401
-from .devices import (  # noqa: F401
+from ..runs.devices import (  # noqa: F401
   TF_CONFIG_VAR, Cluster, Distribution, choose_distribution, cluster_from_tf_config, distributed, get_tpu_replica_id,
   num_tpu_replicas)
-from .evaluation import (  # noqa: F401
+from ..evaluation.watcher import (  # noqa: F401
   EvalWorker, InceptionFeatures, default_stats_dir, iterate_real_images, num_reference_images, run_inception)
-from .model import Model, make_ema  # noqa: F401
-from .run_dir import (  # noqa: F401
+from ..experiments.model import Model, make_ema  # noqa: F401
+from ..runs.run_dir import (  # noqa: F401
   EMA_SUFFIX, KWARGS_FILE, checkpoint_exists, checkpoint_step, find_train_kwargs, latest_checkpoint,
   load_train_kwargs, open_restored_session, resolve_checkpoint, resolve_load_ckpt, restore_weights,
   write_kwargs_json)
-from .training import (  # noqa: F401
+from ..train.loop import (  # noqa: F401
   DEFAULT_WORKER_TIMEOUT_SECS, make_model_dir, make_tpu_config, replica_grad_clip, run_training)
 
 # The original's names for the Inception graph and the data scaling (defined in diffusion_tf/inception.py and utils.py).

@@ -1,0 +1,96 @@
+"""Checks of settings, in pure Python before any graph is built, shared by the library and the command line: each
+returns the checked value or raises UsageError with a message that names the value and says what was expected.
+"""
+
+import inspect
+
+import numpy as np
+
+from .errors import UsageError
+
+OPTIMIZERS = ('adam', 'rmsprop')
+
+
+def check_choice(name, value, choices):
+  if value not in choices:
+    raise UsageError('{}={!r} is not supported; expected one of {}'.format(name, value, ', '.join(map(str, choices))))
+  return value
+
+
+def check_int(name, value, *, minimum=1, allow_none=False):
+  if value is None and allow_none:
+    return value
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+    raise UsageError('{}={!r}; expected an integer >= {}'.format(name, value, minimum))
+  return int(value)
+
+
+def check_number(name, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True):
+  if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or not np.isfinite(value):
+    raise UsageError('{}={!r}; expected a number'.format(name, value))
+  bad_low = low is not None and (value < low if low_inclusive else value <= low)
+  bad_high = high is not None and (value > high if high_inclusive else value >= high)
+  if bad_low or bad_high:
+    raise UsageError('{}={!r}; expected a number in {}{}, {}{}'.format(
+      name, value, '[' if low_inclusive else '(', '-inf' if low is None else low,
+      'inf' if high is None else high, ']' if high_inclusive else ')'))
+  return value
+
+
+def check_bool(name, value):
+  if value in (0, 1, True, False) and not isinstance(value, float):
+    return bool(value)
+  raise UsageError('{}={!r}; expected 0/1 or True/False'.format(name, value))
+
+
+def check_str(name, value, allow_none=False):
+  if value is None and allow_none:
+    return value
+  if isinstance(value, (int, float)) and not isinstance(value, bool):  # fire turns --exp_name=1 into an int
+    value = str(value)
+  if not isinstance(value, str) or not value:
+    raise UsageError('{}={!r}; expected a non-empty string'.format(name, value))
+  return value
+
+
+def check_model_config(model_name, configs, image_size, *, block_size=1):
+  """The U-Net of `model_name` must fit images of image_size (after space_to_depth by block_size)."""
+  config = configs[check_choice('model_name', model_name, sorted(configs))]
+  if image_size % block_size:
+    raise UsageError('image size {} is not divisible by block_size={}'.format(image_size, block_size))
+  size = image_size // block_size
+  factor = 2 ** (len(config['ch_mult']) - 1)
+  if size % factor:
+    raise UsageError('images of size {} (after block_size={}: {}) do not fit model {!r}: its {} resolution levels '
+                       'need a size divisible by {}'.format(image_size, block_size, size, model_name,
+                                                            len(config['ch_mult']), factor))
+  return config
+
+
+def default_kwargs(fn):
+  """{name: default} of the keyword arguments of fn (a script's `train`)."""
+  return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def check_train_flags(kwargs):
+  """The optimizer and run-control flags of every script's train()."""
+  check_str('exp_name', kwargs['exp_name'])
+  if kwargs.get('date_str') is not None:  # fire turns --date_str=20210203 into an int; the run's path needs text
+    kwargs['date_str'] = check_str('date_str', kwargs['date_str'])
+  check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
+  check_int('total_bs', kwargs['total_bs'])
+  check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
+  check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
+  check_int('warmup', kwargs['warmup'], minimum=0)
+  check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
+  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps',
+               'worker_timeout_secs']:
+    check_int(name, kwargs[name])
+  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
+    check_int(name, kwargs[name], allow_none=True)
+  if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
+    raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
+  if kwargs['max_steps'] is not None and kwargs['warmup'] > kwargs['max_steps']:
+    raise UsageError('warmup={} is longer than max_steps={}; expected warmup <= max_steps (the learning rate '
+                     'would never reach --lr)'.format(kwargs['warmup'], kwargs['max_steps']))
+  check_int('seed', kwargs['seed'], minimum=0, allow_none=True)

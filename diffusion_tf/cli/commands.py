@@ -1,0 +1,312 @@
+"""What the three scripts' commands (cli/cifar10.py, celebahq.py, lsun.py) share: the `sample` subcommand, and
+`train` and `evaluation` once a script has checked its flags and found its data. The library never imports it.
+"""
+
+import os
+
+import tensorflow.compat.v1 as tf
+
+from .. import provenance, samplers
+from ..errors import UsageError
+from ..utils import save_npz_atomic, to_uint8, write_json_atomic  # noqa: F401 (also the scripts' names)
+from ..data import catalog as datasets
+from ..runs import devices, run_dir
+from ..evaluation import watcher as evaluation, simple_eval as simple_eval_worker
+from ..generate import dump, shards as sample_shards
+from ..train import loop as training
+from .runner import quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
+from ..checks import (  # noqa: F401 (the scripts' names)
+  OPTIMIZERS, check_bool, check_choice, check_int, check_model_config, check_number, check_str, check_train_flags,
+  default_kwargs)
+from ..data.catalog import IMAGE_SIZES, DatasetInfo, image_size_of  # noqa: F401 (the scripts' names)
+from ..sampler_schedules import SAMPLERS
+from ..runs.paths import Paths, check_writable_dir
+from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # noqa: F401 (the scripts' names)
+from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
+
+OUTPUT_TYPES = ('png', 'npz')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The `sample` subcommand
+
+class _Script:
+  """What `sample` needs from a script: its train() (for defaults and accepted keys), how to build its Model from
+  kwargs, and how to validate kwargs."""
+
+  def __init__(self, *, name, train_fn, load_model, validate_kwargs):
+    self.name, self.train_fn, self.load_model, self.validate_kwargs = name, train_fn, load_model, validate_kwargs
+
+
+def make_sample_command(script):
+  """The `sample` subcommand of a script (see its docstring)."""
+
+  def sample(model_dir=None, checkpoint=None, out_dir=None, num_samples=64, batch_size=64, sampler='ddpm',
+             num_inference_steps=None, eta=0., use_clipped_model_output=False, skip_prk_steps=False, seed=0,
+             output_type='npz', ema=True, progressive=False, bucket_name_prefix=None, region=None, num_gpus=None,
+             skip_type='uniform', shard=None, **overrides):
+    """Draw samples from a checkpoint (EMA weights by default) and write a PNG grid plus the images.
+
+    Outputs in --out_dir (default <model_dir>/samples/<checkpoint>_<sampler>..._seed<seed>_n<num_samples>):
+      grid.png (up to 100 samples), samples.npz (arr_0: uint8 [N, H, W, 3]) or images/000000.png ...
+      (--output_type=png), info.json (the settings, checkpoint and step). With --progressive: progressive.png
+      (one row per sample: the x_0 predictions along the chain, then the sample) and progressive.npz.
+    Batches are written as they finish; an interrupted run continues where it stopped. Nothing is overwritten.
+
+    Args:
+      model_dir: a training run's directory (kwargs.json + checkpoints); or give --checkpoint.
+      checkpoint: a checkpoint prefix (model.ckpt-N) or directory; default: the latest in model_dir. Released or
+        converted checkpoints without kwargs.json use this script's train() defaults, changeable with flags such as
+        --model_name, --dataset, --num_diffusion_timesteps.
+      sampler: ddpm (the original ancestral sampler over all T steps; respaced to --num_inference_steps if given),
+        ddim or pndm (default 50 steps, or T if smaller).
+      num_inference_steps: number of network calls (1..T).
+      eta: DDIM noise (0: deterministic; 1 with all steps: ancestral).
+      use_clipped_model_output: DDIM: recompute eps from the clipped x_0 prediction.
+      skip_prk_steps: PNDM: skip the Runge-Kutta warm-up (pure PLMS).
+      skip_type: ddpm (respaced) / ddim: which timesteps the steps visit: uniform (every T/S) or quad (quadratic
+        spacing, denser near t = 0, as in the DDIM paper's CIFAR-10 table).
+      seed: same seed and batch size give the same images.
+      output_type: npz (one uint8 .npz) or png (one PNG per sample).
+      ema: use the EMA weights (--noema: the raw weights).
+      progressive: write the x_0-prediction sequence of one batch instead (original ancestral sampler).
+      shard: i/n draws only shard i of n of the dump (its batches b with b % n == i; default out_dir name ends in
+        _shard<i>of<n>); merge the n shard directories with scripts/merge_samples.py into the very samples.npz that
+        one run without --shard gives. Needs --output_type=npz.
+    """
+    # -- flags
+    check_int('num_samples', num_samples)
+    check_int('batch_size', batch_size)
+    check_choice('sampler', sampler, SAMPLERS)
+    check_int('num_inference_steps', num_inference_steps, allow_none=True)
+    check_number('eta', eta, low=0.)
+    use_clipped_model_output = check_bool('use_clipped_model_output', use_clipped_model_output)
+    skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
+    check_int('seed', seed, minimum=0)
+    check_choice('output_type', output_type, OUTPUT_TYPES)
+    check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
+    ema, progressive = check_bool('ema', ema), check_bool('progressive', progressive)
+    shard = sample_shards.parse_shard(shard)
+    if shard and (progressive or output_type != 'npz'):
+      raise UsageError('--shard={}/{} with {}; expected --output_type=npz and no --progressive (shards are merged as '
+                         '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
+    train_defaults = default_kwargs(script.train_fn)
+    unknown = sorted(set(overrides) - set(train_defaults))
+    if unknown:
+      raise UsageError('unknown flag(s) for sample: {}; expected sample flags or training kwargs such as '
+                         '--model_name, --dataset'.format(', '.join('--' + k for k in unknown)))
+    for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
+                                     ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
+                                      'ddim'),
+                                     ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
+      if set_ and sampler != owner:
+        raise UsageError('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
+          flag, value, sampler, owner))
+    if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
+      raise UsageError('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
+                         '--skip_type')
+    if model_dir is None and checkpoint is None:
+      raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
+    paths = Paths(bucket_name_prefix, region)
+    model_dir, checkpoint, out_dir = paths.resolve(model_dir), paths.resolve(checkpoint), paths.resolve(out_dir)
+
+    if model_dir is not None and not tf.io.gfile.isdir(model_dir):
+      raise UsageError('model_dir={!r} does not exist; expected a training run directory'.format(model_dir))
+    ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
+    kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
+    if kwargs is None:
+      kwargs = dict(train_defaults)
+      print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
+    kwargs = dict(kwargs, **overrides)
+    script.validate_kwargs(kwargs)
+    T = int(kwargs['num_diffusion_timesteps'])
+    if num_inference_steps is not None and num_inference_steps > T:
+      raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
+        num_inference_steps, T))
+    resolved_steps = samplers.resolve_sampler_options(  # raises ValueError on a bad combination
+      T, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+      use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
+    if sampler != 'ddpm':
+      num_inference_steps = resolved_steps
+    ds_info = DatasetInfo(image_size_of(kwargs))
+    step = run_dir.checkpoint_step(ckpt)
+
+    steps_tag = '' if num_inference_steps is None else str(num_inference_steps)
+    eta_tag = '_eta{:g}'.format(eta) if sampler == 'ddim' else ''
+    eta_tag += '_clipped' if use_clipped_model_output else ''
+    eta_tag += '_noprk' if skip_prk_steps else ''
+    eta_tag += '_' + skip_type if skip_type != 'uniform' else ''
+    if out_dir is None:
+      base = model_dir or os.path.dirname(ckpt)
+      out_dir = os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}{}'.format(
+        os.path.basename(ckpt), sampler, steps_tag, eta_tag, 'ema' if ema else 'noema', seed, num_samples,
+        '_progressive' if progressive else '', '_shard{}of{}'.format(*shard) if shard else ''))
+    settings = dict(checkpoint=ckpt, step=step, kwargs_json=kwargs_path, ema=ema, sampler=sampler,
+                    num_inference_steps=num_inference_steps, eta=eta,
+                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+                    skip_type=skip_type, seed=seed, batch_size=batch_size,
+                    num_samples=num_samples, progressive=progressive, overrides=overrides,
+                    dataset=kwargs.get('dataset'), image_size=ds_info.image_size,
+                    provenance=provenance.read_provenance(ckpt))
+    final_files = (['progressive.png', 'progressive.npz'] if progressive else
+                   ['grid.png', 'samples.npz' if output_type == 'npz' else 'images'])
+    final_files.append('info.json')
+    existing = [f for f in final_files if tf.io.gfile.exists(os.path.join(out_dir, f))]
+    if existing:
+      raise UsageError('{} already holds {}; sample dumps never overwrite: choose another --out_dir or move the '
+                         'old files away'.format(out_dir, ', '.join(existing)))
+    check_writable_dir(out_dir, 'out_dir')
+    dist = devices.choose_distribution(num_gpus=num_gpus)
+    batch_size = min(batch_size, num_samples) if progressive else batch_size
+    dist.check_batch_size(batch_size, 'batch_size')
+    if shard and shard[1] > -(-num_samples // batch_size):
+      raise UsageError('--shard={}/{}: {} samples in batches of {} are only {} batch(es); expected at most that many '
+                         'shards'.format(shard[0], shard[1], num_samples, batch_size, -(-num_samples // batch_size)))
+    if shard:  # what the shards of one dump must share (sample_shards.RUN_KEYS)
+      settings.update(shard=list(shard), num_replicas=dist.num_replicas, model_kwargs=kwargs,
+                      checkpoint_sha256=sample_shards.checkpoint_sha256(ckpt))
+
+    print('sampling {} images from {} (step {}, {} weights) with {}{} -> {}'.format(
+      batch_size if progressive else num_samples, ckpt, step, 'EMA' if ema else 'raw', sampler,
+      '' if num_inference_steps is None else ' ({} steps)'.format(num_inference_steps), out_dir))
+    if progressive:
+      dump.progressive(script.load_model, kwargs, ds_info, ckpt, ema, batch_size, seed, out_dir, settings, dist)
+    else:
+      dump.dump_samples(script.load_model, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings,
+                        dist,
+                    output_type=output_type, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+                    skip_type=skip_type, shard=shard)
+
+  sample.__doc__ = sample.__doc__.replace('this script', script.name)
+  return sample
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `train` and `evaluation`: what the three scripts share once their own flags are checked and their data is found
+
+def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_start_from=None):
+  """training.run_training with a script's checked train() kwargs; `exp_name` is the run's full name, to which a
+  non-default EMA decay and image size are appended. kwargs (with the image size) become the run's kwargs.json."""
+  if kwargs.get('bucket_name_prefix') is not None and kwargs.get('tpu_name') is None:
+    print('--bucket_name_prefix without --tpu_name: training on this machine\'s devices with paths in {} (the '
+          'original required a TPU)'.format(paths.bucket))
+  kwargs['image_size'] = ds.image_size
+  if kwargs['ema_decay'] != 0.9999:
+    exp_name += '_ema{}'.format(kwargs['ema_decay'])
+  if kwargs.get('resolution') is not None:
+    exp_name += '_res{}'.format(kwargs['resolution'])
+  return training.run_training(
+    date_str=kwargs['date_str'],
+    exp_name=exp_name,
+    model_dir=paths.resolve(kwargs['model_dir']),
+    model_constructor=model_constructor,
+    optimizer=kwargs['optimizer'],
+    total_bs=kwargs['total_bs'],
+    lr=kwargs['lr'],
+    warmup=kwargs['warmup'],
+    grad_clip=kwargs['grad_clip'],
+    ema_decay=kwargs['ema_decay'],
+    train_input_fn=ds.train_input_fn,
+    tpu=kwargs['tpu_name'],
+    log_dir=paths.resolve(kwargs['log_dir']),
+    dump_kwargs=kwargs,
+    iterations_per_loop=kwargs['iterations_per_loop'],
+    keep_checkpoint_max=kwargs['keep_checkpoint_max'],
+    max_steps=kwargs['max_steps'] or int(1e10),
+    save_checkpoints_steps=kwargs['save_checkpoints_steps'],
+    save_checkpoints_secs=kwargs['save_checkpoints_secs'],
+    save_summary_steps=kwargs['save_summary_steps'],
+    log_every_steps=kwargs['log_every_steps'],
+    num_gpus=kwargs['num_gpus'],
+    num_cpu_replicas=kwargs['num_cpu_replicas'],
+    seed=kwargs['seed'],
+    max_train_secs=kwargs['max_train_secs'],
+    worker_timeout_secs=kwargs['worker_timeout_secs'],
+    warm_start_from=warm_start_from)
+
+
+def load_run(model_dir, bucket_name_prefix, region, validate_kwargs):
+  """(paths, model_dir, kwargs) of a training run named on the command line: its directory resolved (inside the
+  bucket with --bucket_name_prefix) and its kwargs.json checked by the script's validate_kwargs."""
+  paths = Paths(bucket_name_prefix, region)
+  model_dir = paths.resolve(model_dir)
+  kwargs = run_dir.load_train_kwargs(model_dir)
+  validate_kwargs(kwargs)
+  return paths, model_dir, kwargs
+
+
+def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
+                 num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs, timeout_secs,
+                 seed, stats_name=None, samples_dir=None, full_reference_sets=False, limit_dataset_size=0):
+  """A script's `evaluation` once its model_dir, dataset and statistics directory are known: evaluation.EvalWorker.
+
+  load_ckpt is relative to model_dir as in the original (model.ckpt-N), or a prefix or directory; samples_dir
+  receives --dump_samples_only's .npz; full_reference_sets: reference statistics of every image of the splits
+  instead of the original's drop-remainder batches (and limit_dataset_size).
+  """
+  check_bool('full_reference_sets', full_reference_sets)
+  if load_ckpt is not None:
+    load_ckpt = run_dir.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve)
+  worker = evaluation.EvalWorker(
+    tpu_name=tpu_name,
+    model_constructor=model_constructor,
+    total_bs=total_bs,
+    num_inception_samples=num_inception_samples,
+    inception_bs=total_bs,
+    dataset=ds,
+    limit_dataset_size=limit_dataset_size,
+    inception_graph=inception_graph,
+    stats_dir=stats_dir,
+    stats_name=stats_name,
+    num_gpus=num_gpus,
+    reference='full' if full_reference_sets else 'original')
+  worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
+             load_ckpt=load_ckpt, samples_dir=paths.resolve(samples_dir), poll_secs=poll_secs,
+             timeout_secs=timeout_secs, seed=seed)
+
+
+def simple_eval_run(*, model_dir, model_constructor, ds, paths, tpu_name, mode, load_ckpt, total_bs, ema,
+                    max_batches, num_gpus, seed, num_samples):
+  """A script's `simple_eval` once its run and dataset are known: simple_eval_worker.SimpleEvalWorker on one
+  checkpoint (load_ckpt relative to model_dir as in the original, a prefix, or None for the latest)."""
+  worker = simple_eval_worker.SimpleEvalWorker(
+    tpu_name=tpu_name,
+    model_constructor=model_constructor,
+    total_bs=total_bs,
+    dataset=ds,
+    num_gpus=num_gpus)
+  worker.run(mode=mode, logdir=model_dir, load_ckpt=run_dir.resolve_load_ckpt(model_dir, load_ckpt, paths.resolve),
+             ema=ema, max_batches=max_batches, seed=seed, num_samples=num_samples)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `evaluation` and `simple_eval` of a run trained on a tfds data set (run_cifar.py, run_celebahq.py): the scripts
+# pass their flags (dict(locals())) and their _Script
+
+def evaluation_from_flags(script, flags):
+  """The `evaluation` command of a script whose runs read tfds data (tfds_data_dir): flags are its keyword
+  arguments; reference statistics default to <tfds_data_dir>/fid_stats."""
+  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      script.validate_kwargs)
+  tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
+  stats_dir = paths.resolve(flags['stats_dir']) or evaluation.default_stats_dir(kwargs['dataset'],
+                                                                                tfds_data_dir=tfds_data_dir)
+  evaluate_run(
+    model_dir=model_dir, model_constructor=lambda: script.load_model(kwargs, ds), ds=ds, paths=paths,
+    stats_dir=stats_dir, **{k: flags[k] for k in (
+      'tpu_name', 'once', 'dump_samples_only', 'total_bs', 'load_ckpt', 'num_inception_samples', 'inception_graph',
+      'non_ema_pass', 'num_gpus', 'poll_secs', 'timeout_secs', 'seed', 'samples_dir', 'full_reference_sets')})
+
+
+def simple_eval_from_flags(script, flags):
+  """The `simple_eval` command of a script whose runs read tfds data: flags are its keyword arguments."""
+  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      script.validate_kwargs)
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(flags['tfds_data_dir']),
+                            resolution=kwargs.get('resolution'))
+  simple_eval_run(
+    model_dir=model_dir, model_constructor=lambda: script.load_model(kwargs, ds), ds=ds, paths=paths,
+    **{k: flags[k] for k in ('tpu_name', 'mode', 'load_ckpt', 'total_bs', 'ema', 'max_batches', 'num_gpus', 'seed',
+                             'num_samples')})

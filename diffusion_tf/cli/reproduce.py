@@ -1,0 +1,156 @@
+"""`run_cifar.py reproduce`: the paper's sample-quality protocol (evaluation/protocol.py) as one command. It draws
+the samples with the script's `sample` command (seeded, resumable, all local GPUs), measures them with the Inception
+graph or, offline, the digits classifier, and writes the table and a JSON with everything needed to redo it.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from .. import checks, inception, utils
+from ..data import catalog
+from ..errors import UsageError
+from ..evaluation import protocol, watcher
+from ..evaluation.digits_classifier import DigitsClassifier
+from ..evaluation.simple_eval import SimpleEvalWorker
+from ..runs import run_dir
+from ..runs.paths import check_writable_dir
+
+
+def make_reproduce_command(script, sample_command):
+  """The `reproduce` subcommand of a script; `sample_command` is its `sample` (commands.make_sample_command)."""
+  def reproduce(model_dir=None, checkpoint=None, out_dir=None, num_samples=50000, batch_size=250, sampler='ddpm',
+                num_inference_steps=None, eta=0., skip_type='uniform', skip_prk_steps=False, seed=0, ema=True,
+                features='inception', inception_graph=None, stats_dir=None, tfds_data_dir='tensorflow_datasets',
+                num_splits=10, bpd=False, bpd_batches=None, real_split=None, num_gpus=None, **overrides):
+    """The paper's protocol: samples, IS (10 splits), FID against the train and test sets, a table and a JSON.
+
+    Draws --num_samples samples (default 50,000, the paper's) from the checkpoint with any sampler (the `sample`
+    command's dump in <out_dir>/samples: seeded, resumable, all local GPUs), measures them, and writes
+    <out_dir>/table.md (the measured row beside the published CIFAR-10 figures, labelled as references) and
+    <out_dir>/results.json (checkpoint, step, sampler, steps, seed, feature network and its sha256, statistics
+    files, numbers). A rerun reuses finished samples and cached statistics.
+
+    The paper's CIFAR-10 row, and the DDIM paper's S = 50 row:
+      python3 scripts/run_cifar.py reproduce --checkpoint=/data/diffusion_cifar10_model/model.ckpt-790000 \\
+        --inception_graph=/data/frozen_inception_v1_2015_12_05_v4.tar.gz --tfds_data_dir=/data/tensorflow_datasets
+      python3 scripts/run_cifar.py reproduce --checkpoint=... --sampler=ddim --num_inference_steps=50 \\
+        --skip_type=quad
+
+    Args:
+      model_dir, checkpoint, sampler, num_inference_steps, eta, skip_type, skip_prk_steps, seed, ema, batch_size,
+        num_gpus: as for `sample` (its training-kwargs flags too, e.g. --model_name for a released checkpoint).
+      features: inception (the paper's numbers; --inception_graph or $DIFFUSION_TF_INCEPTION_GRAPH) or digits (the
+        offline stand-in for the digits dataset: digits-IS and digits-FID).
+      stats_dir: where the real data's statistics are cached (default: next to the data, as `evaluation` does).
+      bpd: also the test set's bits/dim (the variational bound, all T terms); --bpd_batches limits the batches.
+      real_split: measure the dataset's own train or test images instead of samples (the real-data floor); takes
+        --dataset/--resolution instead of a checkpoint.
+      out_dir: default <model_dir or checkpoint dir>/reproduce/<sampler><steps>_<ema>_seed<seed>_n<num_samples>.
+    """
+    # -- flags (the sampling flags are checked by `sample` before anything is built)
+    checks.check_choice('features', features, protocol.FEATURES)
+    checks.check_int('num_samples', num_samples, minimum=2)
+    checks.check_int('num_splits', num_splits)
+    if num_samples < num_splits:
+      raise UsageError('num_samples={} is smaller than num_splits={}; expected at least one sample per '
+                                 'Inception Score split'.format(num_samples, num_splits))
+    bpd = checks.check_bool('bpd', bpd)
+    checks.check_int('bpd_batches', bpd_batches, allow_none=True)
+    ema = checks.check_bool('ema', ema)
+    if real_split is not None:
+      checks.check_choice('real_split', real_split, protocol.REAL_SPLITS)
+      if bpd:
+        raise UsageError('--bpd needs a model; drop it with --real_split')
+      unknown = sorted(set(overrides) - {'dataset', 'resolution'})
+      if unknown:
+        raise UsageError('{} do(es) not apply to --real_split; expected only --dataset and '
+                                   '--resolution'.format(', '.join('--' + k for k in unknown)))
+    elif model_dir is None and checkpoint is None:
+      raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
+    if real_split is None:
+      base = model_dir or (checkpoint if os.path.isdir(str(checkpoint)) else os.path.dirname(str(checkpoint)))
+      default_name = '{}{}{}_{}_seed{}_n{}'.format(
+        sampler, num_inference_steps or '', '' if skip_type == 'uniform' else '_' + skip_type,
+        'ema' if ema else 'noema', seed, num_samples)
+    else:
+      base, default_name = os.getcwd(), 'real_{}'.format(real_split)
+    out_dir = os.path.abspath(out_dir or os.path.join(base, 'reproduce', default_name))
+    check_writable_dir(out_dir, 'out_dir')
+
+    # -- the feature network first: a missing Inception graph fails before any sampling
+    if features == 'inception':
+      extractor = inception.InceptionExtractor(path=inception_graph)
+    else:
+      extractor = DigitsClassifier()
+
+    # -- the images
+    if real_split is None:
+      sample_dir = os.path.join(out_dir, 'samples')
+      if not os.path.isfile(os.path.join(sample_dir, 'info.json')):
+        sample_command(model_dir=model_dir, checkpoint=checkpoint, out_dir=sample_dir, num_samples=num_samples,
+                       batch_size=batch_size, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+                       skip_type=skip_type, skip_prk_steps=skip_prk_steps, seed=seed, output_type='npz', ema=ema,
+                       num_gpus=num_gpus, **overrides)
+      with open(os.path.join(sample_dir, 'info.json')) as f:
+        sampling = json.load(f)
+      for key, want in [('num_samples', num_samples), ('sampler', sampler), ('seed', seed), ('ema', ema),
+                        ('skip_type', skip_type)]:
+        if sampling.get(key) != want:
+          raise UsageError('{} holds samples with {}={!r}, not {!r}; expected a fresh --out_dir'.format(
+            sample_dir, key, sampling.get(key), want))
+      with np.load(os.path.join(sample_dir, 'samples.npz')) as f:
+        images = f['arr_0']
+      dataset_name, image_size = sampling['dataset'], sampling['image_size']
+      sampling['num_diffusion_timesteps'] = _kwargs_of(script, sampling)['num_diffusion_timesteps']
+    else:
+      defaults = checks.default_kwargs(script.train_fn)
+      dataset_name = overrides.get('dataset', defaults.get('dataset'))
+      image_size = overrides.get('resolution') or catalog.IMAGE_SIZES[dataset_name]
+      sampling = {'real_split': real_split, 'dataset': dataset_name, 'image_size': image_size}
+    ds = catalog.get_dataset(dataset_name, tfds_data_dir=tfds_data_dir,
+                              resolution=image_size if dataset_name == 'digits' else None)
+    if real_split is not None:
+      images = protocol.real_images(ds, real_split)
+      if len(images) > num_samples:
+        images = images[:num_samples]
+
+    # -- the numbers
+    stats_dir = stats_dir or watcher.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
+    refs = protocol.reference_stats(ds, extractor, stats_dir)
+    print('measuring {} images with {} ({}) against {}'.format(
+      len(images), features, extractor.graph_sha256[:12], ', '.join(path for _, path in refs.values())))
+    result_metrics = protocol.measure(images, extractor, refs, num_splits=num_splits)
+    if bpd:
+      worker = SimpleEvalWorker(tpu_name=None,
+                                model_constructor=lambda: script.load_model(_kwargs_of(script, sampling), ds),
+                                total_bs=batch_size if ds.num_eval_examples >= batch_size else ds.num_eval_examples,
+                                dataset=ds, num_gpus=num_gpus)
+      bpd_path = worker.run(mode='bpd_eval', logdir=out_dir, load_ckpt=sampling['checkpoint'], ema=ema,
+                            max_batches=bpd_batches, seed=seed)
+      with np.load(bpd_path) as f:
+        result_metrics['bits_per_dim'] = float(f['total_bpd'].mean())
+        result_metrics['bits_per_dim_num_images'] = int(f['total_bpd'].shape[0])
+
+    result = {
+      'label': protocol.row_label(sampling), 'dataset': dataset_name, 'image_size': image_size, 'features': features,
+      'feature_network': {'path': extractor.graph_path, 'sha256': extractor.graph_sha256},
+      'reference_statistics': {split: path for split, (_, path) in refs.items()},
+      'sampling': sampling, 'metrics': result_metrics, 'num_splits': num_splits,
+      'samples': None if real_split else os.path.join(out_dir, 'samples', 'samples.npz'),
+    }
+    table = protocol.format_table(result)
+    utils.write_json_atomic(os.path.join(out_dir, 'results.json'), result)
+    utils.atomic_write_bytes(os.path.join(out_dir, 'table.md'), table.encode('utf-8'))
+    print(table + 'wrote {} and {}'.format(os.path.join(out_dir, 'table.md'), os.path.join(out_dir, 'results.json')))
+    return result
+
+  return reproduce
+
+
+def _kwargs_of(script, sampling):
+  """The training kwargs a sample dump was drawn with (its kwargs.json, else the script's defaults) + overrides."""
+  path = sampling.get('kwargs_json')
+  kwargs = run_dir.load_train_kwargs(os.path.dirname(path)) if path else checks.default_kwargs(script.train_fn)
+  return dict(kwargs, **(sampling.get('overrides') or {}))

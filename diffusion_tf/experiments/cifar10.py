@@ -1,0 +1,119 @@
+"""The model of run_cifar.py (DDPM sec. 4: CIFAR-10 at 32x32, and the offline digits): `GaussianDiffusion2` (mean
+and variance types, the 'mse' or 'kl' loss) around the U-Net, with its configurations by name, the checks of its
+settings, and the name of its training runs. run_cifar.py and demo.py describe their experiment with it.
+"""
+
+import functools
+
+import tensorflow.compat.v1 as tf
+
+from ..diffusion_utils_2 import LOSS_TYPES, MODEL_MEAN_TYPES, MODEL_VAR_TYPES, GaussianDiffusion2, get_beta_schedule
+from ..errors import UsageError
+from .. import checks
+from ..data import catalog
+from ..models import configs, unet
+from . import model
+
+# U-Net configurations by name (models/configs.py): 'unet2d16b2' is the paper's; the small ones are for the offline demo
+# and tests.
+MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in ('unet2d16b2', 'demo', 'tiny')}
+DATASETS = ('cifar10', 'digits')
+
+
+class Model(model.Model):
+  def __init__(self, *, model_name, betas, model_mean_type: str, model_var_type: str, loss_type: str,
+               num_classes: int, dropout: float, randflip):
+    self.model_name = model_name
+    self.diffusion = GaussianDiffusion2(
+      betas=betas, model_mean_type=model_mean_type, model_var_type=model_var_type, loss_type=loss_type)
+    self.num_classes = num_classes
+    self.dropout = dropout
+    self.randflip = randflip
+
+  def _denoise(self, x, t, y, dropout):
+    B, H, W, C = x.shape.as_list()
+    assert x.dtype == tf.float32
+    assert t.shape == [B] and t.dtype in [tf.int32, tf.int64]
+    assert y.shape == [B] and y.dtype in [tf.int32, tf.int64]
+    out_ch = (C * 2) if self.diffusion.model_var_type == 'learned' else C
+    y = None
+    if self.model_name not in MODEL_CONFIGS:
+      raise NotImplementedError(self.model_name)
+    return unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
+                      **MODEL_CONFIGS[self.model_name])
+
+  def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
+    # model.Model.samples_fn under the original run_cifar.py's parameter names
+    return super().samples_fn(dummy_noise, y, noise_fn=noise_fn)
+
+  def _losses(self, denoise_fn, x_start, t):
+    return self.diffusion.training_losses(denoise_fn=denoise_fn, x_start=x_start, t=t)
+
+  def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
+    # 20 x_0 predictions along the chain (every 50 steps for T = 1000, as in the original)
+    samples, progressive_samples = self.diffusion.p_sample_loop_progressive(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+      shape=dummy_noise.shape.as_list(),
+      noise_fn=noise_fn,
+      include_xstartpred_freq=max(1, self.diffusion.num_timesteps // 20))
+    return {'samples': samples, 'progressive_samples': progressive_samples}
+
+  def bpd_fn(self, x, y):
+    total_bpd_b, terms_bpd_bt, prior_bpd_b, mse_bt = self.diffusion.calc_bpd_loop(
+      denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+      x_start=x)
+    return {
+      'total_bpd': total_bpd_b,
+      'terms_bpd': terms_bpd_bt,
+      'prior_bpd': prior_bpd_b,
+      'mse': mse_bt
+    }
+
+
+def load_model(kwargs, ds):
+  return Model(
+    model_name=kwargs['model_name'],
+    betas=get_beta_schedule(
+      kwargs['beta_schedule'], beta_start=kwargs['beta_start'], beta_end=kwargs['beta_end'],
+      num_diffusion_timesteps=kwargs['num_diffusion_timesteps']),
+    model_mean_type=kwargs['model_mean_type'],
+    model_var_type=kwargs['model_var_type'],
+    loss_type=kwargs['loss_type'],
+    num_classes=ds.num_classes,
+    dropout=kwargs['dropout'],
+    randflip=kwargs['randflip'])
+
+
+def validate_kwargs(kwargs):
+  """Check the model/diffusion/optimizer settings of train() (or of a kwargs.json) before anything is built."""
+  c = checks
+  c.check_choice('dataset', kwargs['dataset'], DATASETS)
+  c.check_choice('model_name', kwargs['model_name'], sorted(MODEL_CONFIGS))
+  c.check_choice('model_mean_type', kwargs['model_mean_type'], MODEL_MEAN_TYPES)
+  c.check_choice('model_var_type', kwargs['model_var_type'], MODEL_VAR_TYPES)
+  c.check_choice('loss_type', kwargs['loss_type'], LOSS_TYPES)
+  if kwargs['model_var_type'] == 'learned' and kwargs['loss_type'] == 'mse':
+    raise UsageError("model_var_type='learned' with loss_type='mse': the mse loss does not train the "
+                     "variance; expected loss_type='kl' (or a fixed variance type)")
+  model.check_beta_schedule(kwargs)
+  c.check_number('dropout', kwargs['dropout'], low=0., high=1., high_inclusive=False)
+  c.check_bool('randflip', kwargs['randflip'])
+  if kwargs.get('resolution') is not None:
+    c.check_int('resolution', kwargs['resolution'])
+    if kwargs['dataset'] != 'digits' and kwargs['resolution'] != catalog.IMAGE_SIZES[kwargs['dataset']]:
+      raise UsageError('resolution={!r}: {} images are {}x{}; only digits has other sizes'.format(
+        kwargs['resolution'], kwargs['dataset'], *[catalog.IMAGE_SIZES[kwargs['dataset']]] * 2))
+  checks.check_model_config(kwargs['model_name'], MODEL_CONFIGS, catalog.image_size_of(kwargs))
+
+
+def validate_train_kwargs(kwargs):
+  validate_kwargs(kwargs)
+  checks.check_train_flags(kwargs)
+
+
+def exp_name(kwargs):
+  """The training run's name: the experiment name followed by its settings, as in the original."""
+  return (
+    '{exp_name}_{dataset}_{model_name}_{optimizer}_bs{total_bs}_lr{lr}w{warmup}_beta{beta_start}-{beta_end}-'
+    '{beta_schedule}_t{num_diffusion_timesteps}_{model_mean_type}-{model_var_type}-{loss_type}_dropout{dropout}_'
+    'randflip{randflip}').format(**kwargs)

@@ -1,0 +1,93 @@
+"""The model interface of the training and evaluation loops: what a script's model provides (`Model`), with the
+original's training loss and ancestral sampler wired to its diffusion.
+"""
+
+import functools
+
+import tensorflow.compat.v1 as tf
+
+from .. import inception, utils
+from ..checks import check_choice, check_int, check_number
+from ..diffusion_utils_2 import BETA_SCHEDULES
+from ..errors import UsageError
+
+
+class Model:
+  """What a script's model provides. All images, inputs and outputs, are normalized to [-1, 1].
+
+  Subclasses set `self.diffusion` (a GaussianDiffusion or GaussianDiffusion2), `self.dropout` and `self.randflip`,
+  and implement `_denoise(x, t, y, dropout)` and `_losses(denoise_fn, x_start, t)` (the per-example training loss of
+  their diffusion: `training_losses` or `p_losses`).
+  """
+
+  diffusion = None
+  dropout = 0.
+  randflip = False
+
+  def _denoise(self, x, t, y, dropout):
+    raise NotImplementedError
+
+  def _losses(self, denoise_fn, x_start, t):
+    raise NotImplementedError
+
+  def train_fn(self, x, y) -> dict:
+    """{'loss': scalar} for a batch x [B, H, W, C] of training images (DDPM Algorithm 1: t uniform in 0..T-1, after a
+    random horizontal flip if `randflip`)."""
+    B, H, W, C = x.shape.as_list()
+    if self.randflip:
+      x = tf.image.random_flip_left_right(x)
+      assert x.shape.as_list() == [B, H, W, C]
+    t = tf.random_uniform([B], 0, self.diffusion.num_timesteps, dtype=tf.int32)
+    losses = self._losses(functools.partial(self._denoise, y=y, dropout=self.dropout), x_start=x, t=t)
+    assert losses.shape == t.shape == [B]
+    return {'loss': tf.reduce_mean(losses)}
+
+  def samples_fn(self, dummy_x, y, noise_fn=tf.random_normal) -> dict:
+    """{'samples': [B, H, W, C]} from the original ancestral sampler; `dummy_x` only gives the shape."""
+    return {
+      'samples': self.diffusion.p_sample_loop(
+        denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
+        shape=dummy_x.shape.as_list(),
+        noise_fn=noise_fn)
+    }
+
+  def sample_and_run_inception(self, dummy_x, y, clip_samples=True):
+    """{key: {'pool_3': [B, 2048], 'logits': [B, 1008]}} of each output of samples_fn: the samples (clipped to
+    [-1, 1] if clip_samples) mapped to [0, 255] without rounding, through the Inception graph (as the original)."""
+    return {k: inception.run_inception(inception.preprocess_pixels(
+      utils.unnormalize_data(tf.clip_by_value(v, -1., 1.) if clip_samples else v)))
+      for k, v in self.samples_fn(dummy_x, y).items()}
+
+  def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal) -> dict:
+    """{'samples': [B, H, W, C], 'progressive_samples': [B, K, H, W, C]} (x_0 predictions along the chain)."""
+    raise NotImplementedError('this model has no progressive sampler')
+
+  def bpd_fn(self, x, y) -> dict:
+    """{'total_bpd', 'terms_bpd', 'prior_bpd', 'mse'} for data x, or None if the model has no likelihood."""
+    return None
+
+  def sampler_samples_fn(self, dummy_noise, y, *, sampler, num_inference_steps=None, eta=0.,
+                         use_clipped_model_output=False, skip_prk_steps=False, noise_fn=tf.random_normal,
+                         skip_type='uniform'):
+    """{'samples': ...} from one of the samplers of diffusion_tf/samplers.py (ddpm (respaced), ddim, pndm)."""
+    return {'samples': self.diffusion.sample_loop(
+      functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(), sampler=sampler,
+      num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output,
+      skip_prk_steps=skip_prk_steps, noise_fn=noise_fn, skip_type=skip_type)}
+
+
+def make_ema(global_step, ema_decay, trainable_variables):
+  """utils.make_ema: (ema, update op) with shadows `<variable>/ExponentialMovingAverage`."""
+  return utils.make_ema(global_step=global_step, ema_decay=ema_decay, trainable_variables=trainable_variables)
+
+
+def check_beta_schedule(kwargs):
+  check_choice('beta_schedule', kwargs['beta_schedule'], BETA_SCHEDULES)
+  check_int('num_diffusion_timesteps', kwargs['num_diffusion_timesteps'], minimum=1)
+  check_number('beta_start', kwargs['beta_start'], low=0., high=1., low_inclusive=False)
+  check_number('beta_end', kwargs['beta_end'], low=0., high=1., low_inclusive=False)
+  # const and jsd ignore beta_start; the other schedules run from beta_start up to beta_end
+  if kwargs['beta_schedule'] not in ('const', 'jsd') and kwargs['beta_start'] > kwargs['beta_end']:
+    raise UsageError('beta_start={!r} is larger than beta_end={!r}; expected beta_start <= beta_end (the {} '
+                       'schedule increases from beta_start to beta_end)'.format(
+                         kwargs['beta_start'], kwargs['beta_end'], kwargs['beta_schedule']))

@@ -1,0 +1,84 @@
+"""Writes the table of tests/README.md: each flag of each command and the test functions that set it.
+
+Run from the repository root: `.venv/bin/python tools/make_flag_table.py > /tmp/table.md`, then paste. A flag is
+listed with the functions of the tests/*/test_flags_*.py modules (written to prove flags) that set it, else
+with the other tests that set it (exercised, not audited), else as **no test**. tests/cli/test_flag_table.py checks that
+the table names every flag and only tests that exist.
+"""
+
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, 'tests')
+sys.path.insert(0, os.path.join(TESTS, 'cli'))
+sys.path.insert(0, TESTS)
+sys.path.insert(0, REPO)
+
+import test_flag_table  # noqa: E402
+
+
+# Set where no test function names the flag itself (a module-level flag list), or where the shared path is the point.
+MANUAL = {
+  'worker_timeout_secs': (
+    'train/test_multi_worker.py::test_a_killed_worker_stops_the_others_with_an_error_after_resuming (the survivors '
+    'stop within the timeout)'),
+  # proven outside the test_flags_* modules (each assertion fails if the flag were ignored):
+  'bpd_images': 'cli/test_demo.py::test_demo_outputs_exist_and_make_sense (bpd.npz holds that many images)',
+  'quality_samples': 'cli/test_demo.py::test_demo_outputs_exist_and_make_sense (the quality numbers\' sample count)',
+  'train_secs': 'cli/test_demo.py::test_demo_outputs_exist_and_make_sense (the stop hook\'s line names it)',
+  'output_type': ('cli/test_scripts_end_to_end.py::test_sample_is_seeded_resumable_and_never_overwrites (png: the PNG '
+                  'files are the images of the npz dump)'),
+  'progressive': ('cli/test_scripts_end_to_end.py::test_celebahq_script_with_space_to_depth (progressive.npz: the x_0 '
+                  'predictions, the last one the sample)'),
+  'warm_start_model_dir': ('train/test_training.py::test_lsun_warm_start_initialises_every_variable (weights, Adam '
+                           'slots, EMA and step continue from the source run)'),
+}
+CLOUD_ONLY = ('tpu_name', 'bucket_name_prefix', 'region')
+
+
+class _Patch:
+  def setattr(self, obj, name, value):
+    setattr(obj, name, value)
+
+
+def _functions(path):
+  """{function name: source} of a test file's top-level functions."""
+  text = open(path).read()
+  parts = re.split(r'^(?=def \w+)', text, flags=re.M)
+  return {re.match(r'def (\w+)', p).group(1): p for p in parts if p.startswith('def ')}
+
+
+def _users(flag, files):
+  pattern = re.compile(r"--{0}\b|\b{0}=|'{0}'".format(re.escape(flag)))
+  return ['{}::{}'.format(f, name) for f in files for name, src in _functions(os.path.join(TESTS, f)).items()
+          if pattern.search(src)]
+
+
+def main():
+  commands = test_flag_table._commands(_Patch())
+  files = sorted(os.path.relpath(os.path.join(root, f), TESTS) for root, _, names in os.walk(TESTS) for f in names
+                 if f.startswith('test_') and f.endswith('.py') and f != 'test_flag_table.py')
+  audited = [f for f in files if os.path.basename(f).startswith('test_flags_')]
+  others = [f for f in files if f not in audited]
+  print('| command | flag | test |')
+  print('| --- | --- | --- |')
+  for command in sorted(commands):
+    for flag in sorted(commands[command]):
+      proof = _users(flag, audited)
+      if flag in MANUAL:
+        text = '**{}**'.format(MANUAL[flag])
+      elif flag in CLOUD_ONLY:
+        text = 'TPU/GCS only: the shared Paths/device code path, {}'.format(', '.join(
+          (proof or _users(flag, others))[:3]))
+      elif proof:
+        text = '**{}**'.format(', '.join(proof[:4]))
+      else:
+        proof = _users(flag, others)
+        text = 'exercised (not audited): {}'.format(', '.join(proof[:3])) if proof else '**no test**'
+      print('| {} | `--{}` | {} |'.format(command, flag, text))
+
+
+if __name__ == '__main__':
+  main()
