@@ -18,9 +18,9 @@ def train(
     exp_name, tpu_name=None, bucket_name_prefix=None, model_name='unet2d16b2c112244', dataset='celebahq256',
     optimizer='adam', total_bs=64, grad_clip=1., lr=2e-5, warmup=5000, num_diffusion_timesteps=1000,
     beta_start=0.0001, beta_end=0.02, beta_schedule='linear', loss_type='noisepred', dropout=0.0, randflip=1,
-    block_size=1, tfds_data_dir='tensorflow_datasets', log_dir='logs', keep_checkpoint_max=2,
-    # Not in the original: where and how long to run.
-    region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
+    block_size=1, tfds_data_dir='tensorflow_datasets', log_dir='logs',
+    # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
+    keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
     save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999, resolution=None, num_gpus=None,
     num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
     worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):

@@ -19,7 +19,7 @@ def train(
     total_bs=128, grad_clip=1., lr=2e-4, warmup=5000, num_diffusion_timesteps=1000, beta_start=0.0001,
     beta_end=0.02, beta_schedule='linear', model_mean_type='eps', model_var_type='fixedlarge', loss_type='mse',
     dropout=0.1, randflip=1, tfds_data_dir='tensorflow_datasets', log_dir='logs', keep_checkpoint_max=2,
-    # Not in the original: where and how long to run.
+    # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
     save_checkpoints_secs=None, iterations_per_loop=2000, ema_decay=0.9999, resolution=None, num_gpus=None,
     num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,

@@ -2,6 +2,7 @@
 `train` and `evaluation` once a script has checked its flags and found its data. The library never imports it.
 """
 
+import collections
 import os
 
 import tensorflow.compat.v1 as tf
@@ -25,6 +26,17 @@ from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # n
 from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
 
 OUTPUT_TYPES = ('png', 'npz')
+
+# The run-control flags that every script's `train` takes after the original's own (where to run, how long, how often
+# to save, which devices), with their defaults. Each train() spells them out in its signature, since fire reads the
+# signature and it is the command's documentation; tests/cli/test_recipes.py keeps the three equal to this table.
+# A recipe may set another default for the paper's run (run_cifar.py: iterations_per_loop=2000, the original's).
+RUN_CONTROL_FLAGS = collections.OrderedDict([
+  ('keep_checkpoint_max', 2), ('region', None), ('model_dir', None), ('date_str', '9999-99-99'), ('max_steps', None),
+  ('save_checkpoints_steps', None), ('save_checkpoints_secs', None), ('iterations_per_loop', 1000),
+  ('ema_decay', 0.9999), ('resolution', None), ('num_gpus', None), ('num_cpu_replicas', None),
+  ('log_every_steps', 100), ('save_summary_steps', 100), ('seed', None), ('max_train_secs', None),
+  ('worker_timeout_secs', DEFAULT_WORKER_TIMEOUT_SECS)])
 
 
 # ---------------------------------------------------------------------------------------------------------------

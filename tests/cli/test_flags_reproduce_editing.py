@@ -1,5 +1,5 @@
 """The flags of `run_cifar.py reproduce`, `run_celebahq.py interpolate` and `run_celebahq.py denoising_trajectory`
-change what runs the way their documentation says (issue 16). Each command runs through its command line (fire, in
+change what runs the way their documentation says. Each command runs through its command line (fire, in
 this process) on tiny digits models (8x8, T = 10) and is compared with a computation written here:
 
 - reproduce, sampling (--model_dir, --checkpoint, --num_samples, --batch_size, --sampler, --num_inference_steps,

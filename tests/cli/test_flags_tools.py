@@ -1,5 +1,5 @@
 """The flags of evaluate_samples.py, convert_diffusers_checkpoint.py, prepare_lsun.py and merge_samples.py change
-what runs the way their documentation says (issue 16; demo.py's flags are checked by tests/test_demo.py).
+what runs the way their documentation says (demo.py's flags are checked by tests/cli/test_demo.py).
 
 Every command runs through its command line (fire, in this process) and its output is compared with an
 independent computation written here, so that a flag whose value were dropped after validation fails a test:
