@@ -20,10 +20,10 @@ def train(
     beta_start=0.0001, beta_end=0.02, beta_schedule='linear', loss_type='noisepred', dropout=0.0, randflip=1,
     block_size=1, tfds_data_dir='tensorflow_datasets', log_dir='logs',
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
-    keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
-    save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999, resolution=None, num_gpus=None,
-    num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
-    worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):
+    keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
+    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
+    resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
+    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):
   """Train a diffusion model; the defaults are the paper's CelebA-HQ 256 run.
 
   The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with

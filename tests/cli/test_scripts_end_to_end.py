@@ -15,7 +15,7 @@ from support.scripts import assert_one_error, checkpoint_steps, load_npz, load_s
 
 from diffusion_tf import inception
 from diffusion_tf.evaluation import metrics as metrics
-from diffusion_tf.cli import commands as script_utils
+from diffusion_tf.generate import dump
 
 T = 10  # diffusion steps of every tiny model here
 
@@ -144,7 +144,7 @@ def test_sample_is_seeded_resumable_and_never_overwrites(cifar_run, capsys, monk
 
   # an interrupted dump (the second batch fails) continues where it stopped, with the same images
   calls = []
-  real_save = script_utils.save_npz_atomic
+  real_save = dump.save_npz_atomic
 
   def _failing_save(path, **arrays):
     calls.append(path)
@@ -152,10 +152,10 @@ def test_sample_is_seeded_resumable_and_never_overwrites(cifar_run, capsys, monk
       raise KeyboardInterrupt('simulated interruption')
     return real_save(path, **arrays)
 
-  monkeypatch.setattr(script_utils, 'save_npz_atomic', _failing_save)
+  monkeypatch.setattr(dump, 'save_npz_atomic', _failing_save)
   with pytest.raises(KeyboardInterrupt):
     run_main(capsys, 'run_cifar', base + ['--out_dir={}'.format(tmp_path / 'b')])
-  monkeypatch.setattr(script_utils, 'save_npz_atomic', real_save)
+  monkeypatch.setattr(dump, 'save_npz_atomic', real_save)
   code, out, err = run_main(capsys, 'run_cifar', base + ['--out_dir={}'.format(tmp_path / 'b'), '--output_type=png'])
   assert code == 0, err
   assert 'resuming: 1 of 2 batches already done' in out

@@ -175,8 +175,8 @@ def test_train_rejects_schedules_that_make_no_sense_before_any_work(capsys, tmp_
 
 def test_beta_order_is_only_checked_for_schedules_that_use_beta_start():
   """const ignores beta_start, so beta_start > beta_end is fine there, not for warmup10."""
-  from diffusion_tf.cli import commands as script_utils
+  from diffusion_tf.experiments import model
   kwargs = dict(beta_schedule='const', beta_start=0.5, beta_end=0.02, num_diffusion_timesteps=10)
-  script_utils.check_beta_schedule(kwargs)
+  model.check_beta_schedule(kwargs)
   with pytest.raises(ValueError):
-    script_utils.check_beta_schedule(dict(kwargs, beta_schedule='warmup10'))
+    model.check_beta_schedule(dict(kwargs, beta_schedule='warmup10'))
