@@ -270,8 +270,9 @@ def test_learned_variance_networks_use_the_eps_half_and_both_classes_agree(sampl
   eps_only, learned, core = _run(lambda: [
     _diffusion2().sample_loop(_toy_eps, **kw), _diffusion2(var='learned').sample_loop(_toy_learned, **kw),
     GaussianDiffusion(betas=BETAS, loss_type='noisepred').sample_loop(_toy_eps, **kw)])
-  np.testing.assert_allclose(learned, eps_only, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(core, eps_only, rtol=1e-6, atol=1e-6)
+  # the same float32 arithmetic up to the order of fused ops (samples reach ~80 with the toy network)
+  np.testing.assert_allclose(learned, eps_only, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(core, eps_only, rtol=1e-5, atol=1e-5)
 
 
 def test_sde_dpmsolver_draws_one_noise_per_step_from_noise_fn():
