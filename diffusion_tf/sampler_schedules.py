@@ -8,9 +8,19 @@ is sampled from t_{S-1} down to t_0, and "alphabar before t_0" is 1 (the sample 
 
 import numpy as np
 
-SAMPLERS = ('ddpm', 'ddim', 'pndm')
-SKIP_TYPES = ('uniform', 'quad')
-DEFAULT_FAST_STEPS = 50  # num_inference_steps of ddim / pndm when not given (diffusers' pipelines use 50 too)
+# the few-step solvers of solver_schedules.py; their diffusers schedulers in docs/samplers.md
+SOLVERS = ('dpmsolver++', 'sde-dpmsolver++', 'unipc', 'euler', 'euler_ancestral', 'heun')
+SAMPLERS = ('ddpm', 'ddim', 'pndm') + SOLVERS
+SKIP_TYPES = ('uniform', 'quad', 'linspace', 'trailing', 'karras')
+# what each sampler supports and its default (the default of its diffusers scheduler; uniform = DDIM's 'leading')
+SAMPLER_SKIP_TYPES = dict({'pndm': ('uniform',), 'euler_ancestral': ('uniform', 'quad', 'linspace', 'trailing')},
+                          **{name: SKIP_TYPES for name in ('ddpm', 'ddim', 'dpmsolver++', 'sde-dpmsolver++', 'unipc',
+                                                           'euler', 'heun')})
+DEFAULT_SKIP_TYPES = dict({'ddpm': 'uniform', 'ddim': 'uniform', 'pndm': 'uniform'}, **{s: 'linspace' for s in SOLVERS})
+SOLVER_ORDERS = {'dpmsolver++': (1, 2, 3), 'sde-dpmsolver++': (1, 2), 'unipc': (1, 2, 3)}
+DEFAULT_SOLVER_ORDER = 2
+DEFAULT_FAST_STEPS = 50  # num_inference_steps of every sampler but ddpm when not given (diffusers' pipelines use 50)
+KARRAS_RHO = 7.  # Karras et al. 2022, eq. 5 (and diffusers' use_karras_sigmas)
 
 # PLMS (Adams-Bashforth) weights over the register of the last 4 recorded eps (oldest first), by how many exist
 _PLMS_WEIGHTS = {
@@ -30,13 +40,57 @@ def check_num_inference_steps(num_inference_steps, num_timesteps):
   return int(num_inference_steps)
 
 
-def inference_timesteps(num_timesteps, num_inference_steps, skip_type='uniform'):
-  """The S timesteps t_0 < ... < t_{S-1} (int64 [S], ascending) a fast sampler visits, from t_{S-1} down.
+def noise_levels(alphas_cumprod):
+  """sigma_t = sqrt((1 - alphabar_t) / alphabar_t) [T], float64: the noise level of x_t / sqrt(alphabar_t) = x_0 +
+  sigma_t eps, the variance-exploding view of the same chain (Karras et al. 2022, sec. 2; diffusers' `sigmas`)."""
+  abar = np.asarray(alphas_cumprod, dtype=np.float64)
+  return np.sqrt((1. - abar) / abar)
+
+
+def karras_sigmas(sigma_min, sigma_max, num_inference_steps, rho=KARRAS_RHO):
+  """Karras et al. 2022, eq. 5: sigma_i = (sigma_max^(1/rho) + i / (S-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho
+  for i = 0..S-1 (descending, calling order; S = 1 gives sigma_max). float64 [S]."""
+  ramp = np.linspace(0., 1., int(num_inference_steps))
+  inv_max, inv_min = sigma_max ** (1. / rho), sigma_min ** (1. / rho)
+  return (inv_max + ramp * (inv_min - inv_max)) ** rho
+
+
+def sigma_to_t(sigmas, alphas_cumprod):
+  """The fractional training timestep of each noise level: linear interpolation of t in log sigma_t between the two
+  neighbouring timesteps, clamped to [0, T-1] (diffusers' `_sigma_to_t`). float64, the shape of `sigmas`."""
+  log_table = np.log(noise_levels(alphas_cumprod))  # increasing in t
+  return np.interp(np.log(np.maximum(np.asarray(sigmas, dtype=np.float64), 1e-10)), log_table,
+                   np.arange(log_table.shape[0], dtype=np.float64))
+
+
+def karras_timesteps(alphas_cumprod, num_inference_steps):
+  """The S Karras noise levels from sigma_{T-1} down to sigma_0 (eq. 5) and their timesteps rounded to integers as
+  diffusers' multistep schedulers do: (sigmas float64 [S], timesteps int64 [S]), both in calling order."""
+  sigma = noise_levels(alphas_cumprod)
+  sigmas = karras_sigmas(sigma[0], sigma[-1], num_inference_steps)
+  return sigmas, np.round(sigma_to_t(sigmas, alphas_cumprod)).astype(np.int64)
+
+
+def trailing_timesteps(num_timesteps, num_inference_steps):
+  """diffusers' 'trailing' spacing (arXiv 2305.08891, Table 2): round(T - i T / S) - 1 for i = 0..S-1, in calling
+  order (descending, starting at T-1). int64 [S]."""
+  T, S = int(num_timesteps), int(num_inference_steps)
+  timesteps = np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1
+  assert timesteps.shape == (S,), (T, S, timesteps.shape)
+  return timesteps
+
+
+def inference_timesteps(num_timesteps, num_inference_steps, skip_type='uniform', alphas_cumprod=None):
+  """The S timesteps t_0 <= ... <= t_{S-1} (int64 [S], ascending) that ddim / ddpm visit, from t_{S-1} down.
 
   uniform: t_i = i * (T // S) (DDIM's `range(0, T, T // S)`, cut to S entries; diffusers' 'leading' spacing with
     steps_offset=0).
   quad: t_i = int((i * sqrt(0.8 T) / (S - 1))^2) (DDIM's quadratic sequence; repeats small t when S > ~sqrt(0.8 T),
     as the DDIM code does).
+  linspace: t_i = round(i (T - 1) / (S - 1)) (diffusers' DDIMScheduler / DDPMScheduler 'linspace').
+  trailing: `trailing_timesteps` (diffusers' 'trailing': the top step is T - 1).
+  karras: the rounded timesteps of the Karras noise levels (`karras_timesteps`; needs alphas_cumprod); may repeat
+    small t.
   """
   T = int(num_timesteps)
   S = check_num_inference_steps(num_inference_steps, T)
@@ -44,9 +98,18 @@ def inference_timesteps(num_timesteps, num_inference_steps, skip_type='uniform')
     timesteps = np.arange(S, dtype=np.int64) * (T // S)
   elif skip_type == 'quad':
     timesteps = (np.linspace(0, np.sqrt(T * 0.8), S) ** 2).astype(np.int64)
+  elif skip_type == 'linspace':
+    timesteps = np.linspace(0, T - 1, S).round().astype(np.int64)
+  elif skip_type == 'trailing':
+    timesteps = trailing_timesteps(T, S)[::-1]
+  elif skip_type == 'karras':
+    if alphas_cumprod is None:
+      raise ValueError("skip_type 'karras' needs the diffusion's alphas_cumprod (its noise levels)")
+    timesteps = karras_timesteps(alphas_cumprod, S)[1][::-1]
   else:
     raise ValueError('unknown skip_type {!r}; expected one of {}'.format(skip_type, SKIP_TYPES))
-  assert timesteps.shape == (S,) and timesteps[0] == 0 and timesteps[-1] < T
+  timesteps = np.ascontiguousarray(timesteps)
+  assert timesteps.shape == (S,) and timesteps[0] >= 0 and timesteps[-1] < T
   assert np.all(np.diff(timesteps) >= 0)
   return timesteps
 
@@ -187,15 +250,37 @@ def pndm_plan(alphas_cumprod, num_inference_steps, skip_prk_steps=False):
   return plan
 
 
+def check_solver_order(sampler, solver_order):
+  """Raise a ValueError unless solver_order suits sampler (None where it has no orders); returns it, None meaning
+  DEFAULT_SOLVER_ORDER for the multistep solvers."""
+  if sampler not in SOLVER_ORDERS:
+    if solver_order is not None:
+      raise ValueError('solver_order only applies to samplers {}, not {}'.format(', '.join(SOLVER_ORDERS), sampler))
+    return None
+  if solver_order is None:
+    return DEFAULT_SOLVER_ORDER
+  if isinstance(solver_order, bool) or solver_order not in SOLVER_ORDERS[sampler]:
+    raise ValueError('solver_order for {} must be one of {}, got {!r}'.format(
+      sampler, ', '.join(map(str, SOLVER_ORDERS[sampler])), solver_order))
+  return int(solver_order)
+
+
 def resolve_sampler_options(num_timesteps, *, sampler='ddpm', num_inference_steps=None, eta=0.,
-                            use_clipped_model_output=False, skip_prk_steps=False, skip_type='uniform'):
+                            use_clipped_model_output=False, skip_prk_steps=False, skip_type='uniform',
+                            solver_order=None, model_mean_type='eps', alphas_cumprod=None):
   """Validate sampler options (before any graph is built) and return num_inference_steps with its default filled
-  in: T for 'ddpm', min(50, T) for 'ddim' and 'pndm'. Raises ValueError naming the bad value; an option that only
-  another sampler uses (e.g. eta with 'ddpm') is an error rather than silently ignored.
+  in: T for 'ddpm', min(50, T) for every other sampler. Raises ValueError naming the bad value and what is allowed;
+  an option that only another sampler uses (e.g. eta with 'ddpm') is an error rather than silently ignored.
+
+  skip_type None means the sampler's default (DEFAULT_SKIP_TYPES); solver_order None means 2 where it applies
+  (SOLVER_ORDERS). model_mean_type is the network's parameterisation (the solvers need 'eps'); alphas_cumprod, when
+  given, lets the repeated-timestep check see the 'karras' timesteps too.
   """
   T = int(num_timesteps)
   if sampler not in SAMPLERS:
     raise ValueError('unknown sampler {!r}; expected one of {}'.format(sampler, SAMPLERS))
+  if skip_type is None:
+    skip_type = DEFAULT_SKIP_TYPES[sampler]
   if skip_type not in SKIP_TYPES:
     raise ValueError('unknown skip_type {!r}; expected one of {}'.format(skip_type, SKIP_TYPES))
   if num_inference_steps is None:
@@ -209,6 +294,7 @@ def resolve_sampler_options(num_timesteps, *, sampler='ddpm', num_inference_step
     raise ValueError('use_clipped_model_output only applies to sampler ddim, not {}'.format(sampler))
   if skip_prk_steps and sampler != 'pndm':
     raise ValueError('skip_prk_steps only applies to sampler pndm, not {}'.format(sampler))
+  check_solver_order(sampler, solver_order)
   if sampler == 'pndm':
     if skip_type != 'uniform':
       raise ValueError("pndm needs skip_type 'uniform' (its multistep weights assume equal steps), got {!r}".format(
@@ -216,7 +302,19 @@ def resolve_sampler_options(num_timesteps, *, sampler='ddpm', num_inference_step
     if not skip_prk_steps and S < 4:
       raise ValueError('pndm with the Runge-Kutta warm-up needs num_inference_steps >= 4 (got {}); use '
                        'skip_prk_steps=True for fewer steps'.format(S))
-  if sampler == 'ddpm' and len(set(inference_timesteps(T, S, skip_type).tolist())) < S:
-    raise ValueError("skip_type 'quad' with num_inference_steps={} repeats timesteps, which a respaced ddpm chain "
-                     "cannot use; use fewer steps or skip_type 'uniform'".format(S))
+  if skip_type not in SAMPLER_SKIP_TYPES[sampler]:
+    raise ValueError('{} supports skip_type {} (as its diffusers scheduler), got {!r}'.format(
+      sampler, ', '.join(SAMPLER_SKIP_TYPES[sampler]), skip_type))
+  if sampler in SOLVERS and model_mean_type != 'eps':
+    raise ValueError("sampler {} needs an eps-prediction network (model_mean_type 'eps', as diffusers' "
+                     "prediction_type='epsilon'), got model_mean_type {!r}; use ddim or ddpm".format(
+                       sampler, model_mean_type))
+  # ddpm (a respaced chain) and the solvers (their steps divide by the log-SNR step) cannot repeat a timestep, which
+  # only quad (and karras for ddpm) can; the solvers' karras timesteps may repeat: their noise levels stay distinct
+  needs_distinct = sampler == 'ddpm' or (sampler in SOLVERS and skip_type == 'quad')
+  if needs_distinct and (skip_type != 'karras' or alphas_cumprod is not None):
+    timesteps = inference_timesteps(T, S, skip_type, alphas_cumprod)
+    if len(set(timesteps.tolist())) < S:
+      raise ValueError("skip_type {!r} with num_inference_steps={} repeats timesteps, which sampler {} cannot use; "
+                       "use fewer steps or skip_type 'uniform'".format(skip_type, S, sampler))
   return S

@@ -5,6 +5,7 @@
   the network still called with the original timestep t_i.
 - 'ddim': DDIM (Song et al. 2020, eq. 12) over S of the T timesteps, deterministic for eta = 0.
 - 'pndm': PNDM (Liu et al. 2022): pseudo Runge-Kutta warm-up, then pseudo linear multi-step (PLMS).
+- the few-step solvers (DPM-Solver++, UniPC, Euler, Heun): solvers.py, reached through `sample_loop`.
 
 The coefficient sequences are small pure float64 numpy functions (sampler_schedules.py); the TF loops (the
 `SamplerMixin` methods) only gather them and combine network outputs. The numbers match diffusers' DDIMScheduler,
@@ -21,8 +22,8 @@ import tensorflow.compat.v1 as tf
 
 from .noise import step_noise_like
 from .sampler_schedules import (  # noqa: F401 (the samplers' names)
-  DEFAULT_FAST_STEPS, SAMPLERS, SKIP_TYPES, check_eta, check_num_inference_steps, ddim_coefficients,
-  inference_timesteps, pndm_plan, pndm_transfer, resolve_sampler_options, respaced_betas)
+  DEFAULT_FAST_STEPS, DEFAULT_SKIP_TYPES, SAMPLERS, SKIP_TYPES, SOLVERS, check_eta, check_num_inference_steps,
+  ddim_coefficients, inference_timesteps, pndm_plan, pndm_transfer, resolve_sampler_options, respaced_betas)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def _at(table, k, dtype=tf.float32):
 class SamplerMixin:
   """Fast samplers for GaussianDiffusionBase. Needs from the host class: the float64 tables (alphas_cumprod, ...),
   num_timesteps, _extract, _predict_xstart_from_eps, _predict_eps_from_xstart, _model_eps (network output ->
-  epsilon) and p_sample (for the respaced ddpm chain).
+  epsilon), p_sample (for the respaced ddpm chain) and, for `sample_loop`'s solvers, solvers.SolverMixin.
 
   Noise: every loop draws x_T = noise_fn(shape=shape, dtype=tf.float32) first (unless `x_T` is given), then calls
   noise_fn once per step when the sampler is stochastic (ddpm, ddim with eta > 0), in step order. `step_noise`
@@ -110,7 +111,7 @@ class SamplerMixin:
   def _ddim_loop(self, denoise_fn, *, shape, num_inference_steps, eta, skip_type, clip_denoised,
                  use_clipped_model_output, noise_fn, x_T, step_noise, progressive):
     T = self.num_timesteps
-    timesteps = inference_timesteps(T, num_inference_steps, skip_type)
+    timesteps = inference_timesteps(T, num_inference_steps, skip_type, self.alphas_cumprod)
     S, = timesteps.shape
     coef = ddim_coefficients(self.alphas_cumprod, timesteps, eta)
     x_T, step_noise = self._check_shape(shape, x_T, step_noise, S)
@@ -248,7 +249,7 @@ class SamplerMixin:
     """
     T = self.num_timesteps
     S = check_num_inference_steps(T if num_inference_steps is None else num_inference_steps, T)
-    timesteps = inference_timesteps(T, S, skip_type)
+    timesteps = inference_timesteps(T, S, skip_type, self.alphas_cumprod)
     x_T, step_noise = self._check_shape(shape, x_T, step_noise, S)
     B = shape[0]
     if S == T and skip_type == 'uniform':
@@ -282,17 +283,26 @@ class SamplerMixin:
 
   def sample_loop(self, denoise_fn, *, shape, sampler='ddpm', num_inference_steps=None, eta=0.,
                   use_clipped_model_output=False, skip_prk_steps=False, clip_denoised=True,
-                  noise_fn=tf.random_normal, skip_type='uniform', x_T=None, step_noise=None):
-    """Generate samples [shape] with `sampler` ('ddpm', 'ddim' or 'pndm'; see docs/samplers.md).
+                  noise_fn=tf.random_normal, skip_type=None, solver_order=None, x_T=None, step_noise=None):
+    """Generate samples [shape] with `sampler` (one of SAMPLERS: 'ddpm', 'ddim', 'pndm' and the solvers of
+    solvers.py; see docs/samplers.md).
 
-    num_inference_steps: 1..T; None means T for ddpm and min(50, T) for ddim / pndm. eta and
-    use_clipped_model_output apply to ddim only, skip_prk_steps to pndm only, skip_type to ddpm / ddim;
-    clip_denoised applies to ddpm / ddim (PNDM never clips, as in diffusers). Raises ValueError on a bad option
-    (`resolve_sampler_options`).
+    num_inference_steps: 1..T; None means T for ddpm and min(50, T) for the others. skip_type None means the
+    sampler's default (uniform for ddpm / ddim / pndm, linspace for the solvers, as their diffusers schedulers).
+    eta and use_clipped_model_output apply to ddim only, skip_prk_steps to pndm only, solver_order to dpmsolver++,
+    sde-dpmsolver++ and unipc; clip_denoised applies to ddpm / ddim (pndm and the solvers never clip, as in
+    diffusers). Raises ValueError on a bad option (`resolve_sampler_options`) before building anything.
     """
+    skip_type = DEFAULT_SKIP_TYPES.get(sampler, 'uniform') if skip_type is None else skip_type
     S = resolve_sampler_options(self.num_timesteps, sampler=sampler, num_inference_steps=num_inference_steps,
                                 eta=eta, use_clipped_model_output=use_clipped_model_output,
-                                skip_prk_steps=skip_prk_steps, skip_type=skip_type)
+                                skip_prk_steps=skip_prk_steps, skip_type=skip_type, solver_order=solver_order,
+                                model_mean_type=getattr(self, 'model_mean_type', 'eps'),
+                                alphas_cumprod=self.alphas_cumprod)
+    if sampler in SOLVERS:
+      return self.solver_sample_loop(denoise_fn, shape=shape, sampler=sampler, num_inference_steps=S,
+                                     solver_order=solver_order, skip_type=skip_type, noise_fn=noise_fn, x_T=x_T,
+                                     step_noise=step_noise)
     if sampler == 'ddpm':
       return self.ddpm_sample_loop(denoise_fn, shape=shape, num_inference_steps=S, skip_type=skip_type,
                                    clip_denoised=clip_denoised, noise_fn=noise_fn, x_T=x_T, step_noise=step_noise)

@@ -367,7 +367,7 @@ def test_sampler_options_defaults_and_errors():
   assert resolve(20, sampler='ddim') == 20
   assert resolve(T, sampler='pndm', num_inference_steps=3, skip_prk_steps=True) == 3
   bad = [
-    (dict(sampler='euler'), "unknown sampler 'euler'"),
+    (dict(sampler='lms'), "unknown sampler 'lms'"),
     (dict(sampler='ddim', num_inference_steps=0), r'must be an integer in 1\.\.1000'),
     (dict(sampler='ddim', num_inference_steps=1001), r'must be an integer in 1\.\.1000'),
     (dict(sampler='ddpm', num_inference_steps=2.5), r'must be an integer in 1\.\.1000'),

@@ -113,7 +113,7 @@ def test_missing_kwargs_json_and_checkpoint(capsys, tmp_path):
 
 
 @pytest.mark.parametrize('argv,needle', [
-  (['--sampler=euler'], "sampler='euler'"),
+  (['--sampler=lms'], "sampler='lms'"),
   (['--output_type=gif'], "output_type='gif'"),
   (['--num_samples=0'], 'num_samples=0'),
   (['--eta=0.5'], 'eta=0.5'),  # eta only applies to ddim
