@@ -17,9 +17,12 @@ Inputs:
                     --stats_cache_dir (default $DIFFUSION_TF_CACHE/fid_stats, i.e. ~/.cache/diffusion_tf/fid_stats)
   --inception_graph local .tar.gz/.pb or URL of the Inception graph (default $DIFFUSION_TF_INCEPTION_GRAPH, else
                     the TF-GAN download, cached)
+  --features        inception (default: the paper's IS and FID) or digits (the offline digits classifier, as
+                    `run_cifar.py reproduce --features=digits`: digits-IS and digits-FID of square images whose side
+                    is a multiple of 8; no Inception graph, no network)
   --num_samples     evaluate only the first num_samples samples (default all)
 Output: the numbers on stdout, and with --out_json a JSON file (written atomically) with the numbers, the samples
-used, the reference files and the Inception graph (path and sha256). Bad inputs end with one "error:" line, exit 1.
+used, the reference files and the feature network (path and sha256). Bad inputs end with one "error:" line, exit 1.
 """
 
 import glob
@@ -34,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from diffusion_tf.errors import UsageError
-from diffusion_tf.evaluation import metrics
+from diffusion_tf.evaluation import feature_networks, metrics
 from diffusion_tf.cli import runner as cli
 from diffusion_tf.evaluation import reference_stats as fid_stats
 
@@ -126,9 +129,11 @@ def _write_json_atomic(path, obj):
 # ---------------------------------------------------------------------------------------------------------------
 
 def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, inception_graph=None, num_splits=10,
-             num_samples=None, batch_size=100, stats_cache_dir=None, out_json=None):
-  """Compute IS (mean +- std over num_splits) and FID of samples; return the results dict (see module docstring)."""
+             num_samples=None, batch_size=100, stats_cache_dir=None, out_json=None, features='inception'):
+  """Compute IS (mean +- std over num_splits) and FID of samples with the feature network `features`; return the
+  results dict (see module docstring)."""
   # Validate every input before building any graph.
+  feature_networks.check_features(features, inception_graph=inception_graph)
   if not isinstance(num_splits, int) or num_splits < 1:
     raise UsageError('--num_splits must be a positive integer, got {!r}'.format(num_splits))
   if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
@@ -139,6 +144,7 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
     raise UsageError('--out_json: directory of {} does not exist'.format(out_json))
   samples = str(samples)
   images = load_samples(samples, num_samples)
+  feature_networks.check_image_shape(features, images.shape, samples)
   N = images.shape[0]
   if N < max(num_splits, 2):
     raise UsageError('{} has {} samples, fewer than the {} splits of the Inception Score (need >= {})'.format(
@@ -148,9 +154,13 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
   ref_image_array = load_images_npz(ref_images) if ref_images is not None else None
   if ref_image_array is not None and ref_image_array.shape[0] < 2:
     raise UsageError('--ref_images: {} has {} images, need >= 2'.format(ref_images, ref_image_array.shape[0]))
+  if ref_image_array is not None:
+    feature_networks.check_image_shape(features, ref_image_array.shape, '--ref_images ' + str(ref_images))
 
   from diffusion_tf import inception  # TensorFlow is imported only now
-  extractor = inception.InceptionExtractor(path=inception_graph, batch_size=batch_size)  # InceptionGraphError if none
+  # InceptionGraphError when there is no Inception graph
+  extractor = feature_networks.make_extractor(features, inception_graph=inception_graph, batch_size=batch_size)
+  prefix = '' if features == 'inception' else features + '-'  # the digits numbers are named apart: digits-IS
 
   chunk = 10 * batch_size
   with extractor:
@@ -172,27 +182,32 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
     'inception_score_std': is_std,
     'inception_score_num_splits': num_splits,
     'inception_score_one_split': sample_stats['inception_score'],
-    'inception_graph': {'path': extractor.graph_path, 'sha256': extractor.graph_sha256},
+    'features': features,
+    'feature_network': {'path': extractor.graph_path, 'sha256': extractor.graph_sha256},
   }
+  if features == 'inception':
+    results['inception_graph'] = results['feature_network']
   print('samples: {} ({} images of {})'.format(samples, N, 'x'.join(map(str, images.shape[1:]))))
-  print('inception graph: {} (sha256 {})'.format(extractor.graph_path, extractor.graph_sha256))
-  print('Inception Score ({} splits): {:.4f} +- {:.4f}   (one split: {:.4f})'.format(
-    num_splits, is_mean, is_std, sample_stats['inception_score']))
+  print('{}: {} (sha256 {})'.format('inception graph' if features == 'inception' else features + ' classifier',
+                                    extractor.graph_path, extractor.graph_sha256))
+  print('{}Inception Score ({} splits): {:.4f} +- {:.4f}   (one split: {:.4f})'.format(
+    prefix, num_splits, is_mean, is_std, sample_stats['inception_score']))
 
   for flag, path, stats in refs:
     if stats['mu'].shape != sample_stats['mu'].shape:
-      raise UsageError('--{}: {} has {}-dimensional statistics, the Inception pool_3 features have {}'.format(
-        flag, path, stats['mu'].shape[0], sample_stats['mu'].shape[0]))
+      raise UsageError('--{}: {} has {}-dimensional statistics, the {} features have {}; expected statistics of '
+                       'the same feature network'.format(flag, path, stats['mu'].shape[0], features,
+                                                         sample_stats['mu'].shape[0]))
     ref_sha = stats.get('graph_sha256')
     if ref_sha is not None and ref_sha != extractor.graph_sha256:
-      print('warning: --{} {} was computed with Inception graph sha256 {}, the samples with {}; '
+      print('warning: --{} {} was computed with feature network sha256 {}, the samples with {}; '
             'the FID is not comparable'.format(flag, path, ref_sha, extractor.graph_sha256), file=sys.stderr)
     fid = metrics.frechet_distance(stats['mu'], stats['sigma'], sample_stats['mu'], sample_stats['sigma'])
     results['fid_' + flag] = fid
     about = [('path', os.path.abspath(path)), ('num_samples', stats.get('num_samples')), ('graph_sha256', ref_sha),
              ('cached_stats_path', stats.get('cached_stats_path'))]
     results[flag] = {k: v for k, v in about if v is not None}
-    print('FID vs --{} {} ({} images): {:.4f}'.format(flag, path, stats.get('num_samples', '?'), fid))
+    print('{}FID vs --{} {} ({} images): {:.4f}'.format(prefix, flag, path, stats.get('num_samples', '?'), fid))
 
   if out_json is not None:
     _write_json_atomic(out_json, results)
@@ -201,11 +216,25 @@ def evaluate(samples, ref_stats=None, ref_stats_test=None, ref_images=None, ince
 
 
 def main(samples, ref_stats=None, ref_stats_test=None, ref_images=None, inception_graph=None, num_splits=10,
-         num_samples=None, batch_size=100, stats_cache_dir=None, out_json=None):
-  """Command-line entry point: evaluate(...); run by cli.run_cli, which reports errors as one line and exit status 1."""
+         num_samples=None, batch_size=100, stats_cache_dir=None, out_json=None, features='inception'):
+  """Inception Score and FID of samples (evaluate(...)); bad inputs end with one "error:" line and exit status 1.
+
+  Args:
+    samples: .npz with arr_0 uint8 [N, H, W, 3], or a folder of PNGs.
+    ref_stats: statistics file (.npz with mu, sigma) to compute the FID against.
+    ref_stats_test: a second statistics file (e.g. the test split).
+    ref_images: .npz of reference images (arr_0 uint8); their statistics are computed once and cached.
+    inception_graph: local .tar.gz/.pb or URL of the Inception graph (only with --features=inception).
+    num_splits: splits of the Inception Score (mean +- std over them).
+    num_samples: evaluate only the first num_samples samples.
+    batch_size: images per batch of the feature network.
+    stats_cache_dir: where the statistics of --ref_images are cached.
+    out_json: also write the results to this JSON file.
+    features: inception (the paper's numbers) or digits (the offline digits classifier: digits-IS, digits-FID).
+  """
   evaluate(samples, ref_stats=ref_stats, ref_stats_test=ref_stats_test, ref_images=ref_images,
            inception_graph=inception_graph, num_splits=num_splits, num_samples=num_samples, batch_size=batch_size,
-           stats_cache_dir=stats_cache_dir, out_json=out_json)
+           stats_cache_dir=stats_cache_dir, out_json=out_json, features=features)
 
 
 if __name__ == '__main__':

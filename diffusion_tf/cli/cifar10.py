@@ -53,7 +53,8 @@ def evaluation(  # evaluation loop for use during training
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
   image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
   against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
-  10-split IS (.../inception50000_10splits, _std) (TensorBoard under model_dir/eval, and a JSON per checkpoint).
+  10-split IS (.../inception50000_10splits, _std; fewer than 10 samples: one split each, .../inception8_8splits)
+  (TensorBoard under model_dir/eval, and a JSON per checkpoint).
   Reference statistics: the images the original measured (drop-remainder batches of total_bs: 49,920 training and
   9,984 test images at 256), or every image with --full_reference_sets; the JSON records which.
   --once evaluates the latest checkpoint (or --load_ckpt: model.ckpt-N in model_dir, or a path) and stops;

@@ -8,11 +8,10 @@ import os
 
 import numpy as np
 
-from .. import checks, inception, utils
+from .. import checks, utils
 from ..data import catalog
 from ..errors import UsageError
-from ..evaluation import protocol, watcher
-from ..evaluation.digits_classifier import DigitsClassifier
+from ..evaluation import feature_networks, protocol, watcher
 from ..evaluation.simple_eval import SimpleEvalWorker
 from ..runs import run_dir
 from ..runs.paths import check_writable_dir
@@ -50,7 +49,7 @@ def make_reproduce_command(script, sample_command):
       out_dir: default <model_dir or checkpoint dir>/reproduce/<sampler><steps>_<ema>_seed<seed>_n<num_samples>.
     """
     # -- flags (the sampling flags are checked by `sample` before anything is built)
-    checks.check_choice('features', features, protocol.FEATURES)
+    feature_networks.check_features(features, inception_graph=inception_graph)
     checks.check_int('num_samples', num_samples, minimum=2)
     checks.check_int('num_splits', num_splits)
     if num_samples < num_splits:
@@ -80,10 +79,7 @@ def make_reproduce_command(script, sample_command):
     check_writable_dir(out_dir, 'out_dir')
 
     # -- the feature network first: a missing Inception graph fails before any sampling
-    if features == 'inception':
-      extractor = inception.InceptionExtractor(path=inception_graph)
-    else:
-      extractor = DigitsClassifier()
+    extractor = feature_networks.make_extractor(features, inception_graph=inception_graph)
 
     # -- the images
     if real_split is None:

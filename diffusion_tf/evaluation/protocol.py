@@ -3,17 +3,17 @@ compute the Inception Score (10 splits) and FID against the training and the tes
 write a table beside the published figures plus a JSON with everything needed to redo the measurement.
 
 The samples come from the `sample` subcommand's dump (seeded, resumable, all local GPUs); the numbers from
-fid_stats / classifier_metrics_numpy, fed by the Inception graph or, offline, by the digits classifier
-(tpu_utils/digits_classifier.py), which has the same interface. The published figures are reference figures,
-printed as such next to the measured row.
+reference_stats / metrics, fed by the Inception graph or, offline, by the digits classifier, which has the same
+interface (evaluation/feature_networks.py). The published figures are reference figures, printed as such next to
+the measured row.
 """
 
 import numpy as np
 
 from . import metrics
 from . import watcher as evaluation, reference_stats as fid_stats
+from .feature_networks import FEATURES  # noqa: F401 (the choice of feature network, defined once there)
 
-FEATURES = ('inception', 'digits')
 REAL_SPLITS = ('train', 'test')
 
 # Published CIFAR-10 figures (50,000 samples, TF-GAN Inception, FID against the training set unless noted).

@@ -1,11 +1,12 @@
 """One-checkpoint evaluations of the original release: bits/dim on the training or test set, and progressive samples.
 
-Results are .npz files (never pickles) under <model_dir>/simple_eval/:
-  bpd/bpd_train_ema1_step<N>.npz, bpd/bpd_eval_ema1_step<N>.npz  (ema0 with the raw weights):
+Results are .npz files (never pickles) under <model_dir>/simple_eval/ (the step in 9 digits, step000790000):
+  bpd/bpd_train_ema1_step<N>.npz, bpd/bpd_eval_ema1_step<N>.npz  (ema0 with the raw weights; a pass limited to
+      max_batches=K ends in _<K>batches.npz):
       total_bpd [N] (the variational bound, DDPM eq. 5, in bits/dim), terms_bpd [N, T] (L_0 .. L_{T-1}),
       prior_bpd [N] (L_T), mse [N, T] (squared error of the x_0 prediction at each t), and step.
       A pass saves its progress (a `.partial.npz`) every minute and continues from it when rerun.
-  progressive_samples/samples_xstartpred_ema1_step<N>_part<P>.npz (+ a .png grid of the first batch):
+  progressive_samples/samples_xstartpred_ema1_step<N>_part<P>.npz (P in 6 digits; + a .png grid of the first batch):
       samples uint8 [n, H, W, 3] and progressive_samples uint8 [n, K, H, W, 3] (the x_0 predictions from t = T-1
       down), `batches_per_flush` batches of total_bs per part, num_samples (default 50,000, the original's) in all.
       Batch b's noise depends only on (seed, b), so a rerun skips the parts that exist and gives the same images.

@@ -112,6 +112,21 @@ def num_reference_images(num_examples, total_bs, limit_dataset_size=0):
   return None if num_examples is None else (num_examples // total_bs) * total_bs
 
 
+PAPER_IS_SPLITS = 10
+
+
+def split_is_splits(num_samples):
+  """The splits of the evaluation's split Inception Score: the paper's 10, or one per sample when there are fewer
+  (the smallest evaluations, e.g. tests, still get a split IS)."""
+  return min(PAPER_IS_SPLITS, num_samples)
+
+
+def split_is_tag(num_samples):
+  """The tag of the split IS of `num_samples` samples, named after the splits it used:
+  samples/inception50000_10splits, samples/inception8_8splits (its std: the same tag + '_std')."""
+  return 'samples/inception{}_{}splits'.format(num_samples, split_is_splits(num_samples))
+
+
 class EvalWorker:
   """Samples from a run's checkpoints and measures them: the original's evaluation loop.
 
@@ -121,7 +136,8 @@ class EvalWorker:
   as TensorBoard scalars under the original's tags and as <logdir>/eval/step<N>_<ema|noema>_metrics.json:
 
     <prefix>/samples/inception<n>          Inception Score of all n samples (one split), as the original
-    <prefix>/samples/inception<n>_10splits and _10splits_std   the paper's IS: mean and std over 10 splits
+    <prefix>/samples/inception<n>_<s>splits and _<s>splits_std   the paper's IS: mean and std over s = 10 splits
+                                           (s = n when there are fewer than 10 samples; split_is_tag)
     <prefix>/samples/trainfid<n>           FID against the training set
     <prefix>/samples/fid<n>                FID against the test set (datasets with one)
     <prefix>/real_inception_score_train, <prefix>/real_inception_score   IS of the real images (one split)
@@ -197,7 +213,7 @@ class EvalWorker:
 
   def _metrics(self, samples, refs):
     """The metrics of samples [n, H, W, 3] (floats in [-1, 1]) against the reference statistics, under the
-    original's names (without the eval_ema/eval prefix), plus the 10-split IS."""
+    original's names (without the eval_ema/eval prefix), plus the split IS (split_is_tag)."""
     assert samples.dtype in (np.float32, np.float64), samples.dtype  # never rounded before the Inception graph
     n = len(samples)
     moments, logits = fid_stats.RunningMoments(), []
@@ -207,10 +223,10 @@ class EvalWorker:
       logits.append(batch_logits)
     mu, sigma = moments.mean_and_covariance()
     logits = np.concatenate(logits)
-    is_mean, is_std = classifier_metrics_numpy.inception_score_mean_std(logits, num_splits=min(10, n))
+    is_mean, is_std = classifier_metrics_numpy.inception_score_mean_std(logits, num_splits=split_is_splits(n))
     out = {'samples/inception{}'.format(n): classifier_metrics_numpy.classifier_score_from_logits(logits),
-           'samples/inception{}_10splits'.format(n): is_mean,
-           'samples/inception{}_10splits_std'.format(n): is_std}
+           split_is_tag(n): is_mean,
+           split_is_tag(n) + '_std': is_std}
     for key, (stats, path) in refs.items():
       tag = 'trainfid' if key == 'train' else 'fid'
       out['samples/{}{}'.format(tag, n)] = classifier_metrics_numpy.frechet_distance(
@@ -313,6 +329,6 @@ class EvalWorker:
             write_json_atomic(out_file, result)
             n = len(samples_float)
             self._print('step {} {}: {}'.format(step, tag, ', '.join('{} {:.4f}'.format(k, result[k]) for k in [
-              'samples/inception{}'.format(n), 'samples/inception{}_10splits'.format(n),
+              'samples/inception{}'.format(n), split_is_tag(n),
               'samples/trainfid{}'.format(n), 'samples/fid{}'.format(n)] if k in result)))
       writer.close()

@@ -88,6 +88,21 @@ def _read_shard(shard_dir):
   return info, images, index
 
 
+def _and_list(items):
+  items = [str(x) for x in items]
+  return items[0] if len(items) == 1 else '{} and {}'.format(', '.join(items[:-1]), items[-1])
+
+
+def missing_shards_message(missing, count, have):
+  """In words, which of the `count` shards (numbered 0 to count - 1, as --shard=i/n) are `missing`, given the
+  shards `have` {index: directory}: 'shard 1 of 2 is missing (have shard 0: d0); ...'."""
+  what = 'shard {} of {} is'.format(missing[0], count) if len(missing) == 1 else 'shards {} of {} are'.format(
+    _and_list(missing), count)
+  got = '; '.join('{}: {}'.format(i, d) for i, d in sorted(have.items()))
+  return '{} missing (have shard{} {}); expected all {} shards, numbered 0 to {} (sample --shard=i/{})'.format(
+    what, '' if len(have) == 1 else 's', got, count, count - 1, count)
+
+
 def merge_shards(shard_dirs, out_dir):
   """Check the shards `shard_dirs` and write the whole dump to out_dir (samples.npz, grid.png, info.json).
 
@@ -121,8 +136,7 @@ def merge_shards(shard_dirs, out_dir):
   count = first['shard'][1]
   missing = sorted(set(range(count)) - set(shards))
   if missing:
-    raise ShardError('shard(s) {} of {} missing; expected all {} shards (got {})'.format(
-      ', '.join('{}/{}'.format(i, count) for i in missing), count, count, ', '.join(shard_dirs)))
+    raise ShardError(missing_shards_message(missing, count, {i: d for i, (d, _, _, _) in shards.items()}))
 
   num_samples, batch_size = first['num_samples'], first['batch_size']
   num_batches = -(-num_samples // batch_size)

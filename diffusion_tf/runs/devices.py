@@ -120,9 +120,10 @@ def _count_local_gpus():
 class Distribution:
   """Where a computation runs.
 
-  kind 'tpu': the cores of a Cloud TPU (`tpu_name`); 'mirrored': several GPUs (or, for tests of this path, several
-  CPU devices of this machine) with data parallelism; 'multi_worker': the GPUs (or the CPU) of every machine of a
-  TF_CONFIG cluster (`cluster`), data parallel over all of them; 'single': one CPU or GPU.
+  kind 'tpu': the cores of a Cloud TPU (`tpu_name`), those of all its hosts for a pod slice; 'mirrored': several
+  GPUs (or, for tests of this path, several CPU devices of this machine) with data parallelism; 'multi_worker': the
+  GPUs (or the CPU) of every machine of a TF_CONFIG cluster (`cluster`), data parallel over all of them; 'single':
+  one CPU or GPU.
   num_replicas counts the replicas of all machines.
   """
 
@@ -209,6 +210,21 @@ class Distribution:
     return sess
 
 
+def count_tpu_cores(resolver):
+  """(hosts, cores per host) of the TPU system a TPUClusterResolver names; the replicas are all hosts' cores.
+
+  `num_accelerators()` counts the cores of one host only (TF 1.15 and 2.15 document it as "the number of TPU cores
+  per worker": 8 on every v3 host, also on the 4 hosts of a v3-32), so the hosts come from the cluster spec: the
+  tasks of the resolver's job, one per host. A resolver without a cluster spec (a `grpc://` address, or a TPU VM's
+  'local') sees one host.
+  """
+  cores_per_host = resolver.num_accelerators().get('TPU', 0)
+  spec = resolver.cluster_spec()
+  job = resolver.get_job_name()
+  num_hosts = spec.num_tasks(job) if spec is not None and job in spec.jobs else 1
+  return num_hosts, cores_per_host
+
+
 def choose_distribution(*, tpu_name=None, zone=None, project=None, num_gpus=None, num_cpu_replicas=None,
                         cluster=None):
   """The devices to run on: the named TPU; else, with a `cluster` (from TF_CONFIG), every GPU (or the CPU) of every
@@ -230,13 +246,13 @@ def choose_distribution(*, tpu_name=None, zone=None, project=None, num_gpus=None
       raise UsageError('--tpu_name={} cannot be combined with --num_gpus/--num_cpu_replicas'.format(tpu_name))
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_name, zone=zone, project=project)
     try:
-      num_cores = resolver.num_accelerators().get('TPU', 0)
+      num_hosts, cores_per_host = count_tpu_cores(resolver)
     except Exception as e:  # connection problems come in many types
       raise UsageError('cannot reach TPU {!r} ({}: {}); expected the name of a running Cloud TPU'.format(
         tpu_name, type(e).__name__, e)) from None
-    if num_cores < 1:
+    if cores_per_host < 1:
       raise UsageError('TPU {!r} reports no TPU cores'.format(tpu_name))
-    return Distribution('tpu', num_cores, resolver=resolver)
+    return Distribution('tpu', num_hosts * cores_per_host, resolver=resolver)
   if num_cpu_replicas is not None:
     if not isinstance(num_cpu_replicas, int) or num_cpu_replicas < 1:
       raise UsageError('num_cpu_replicas={!r}; expected a positive integer'.format(num_cpu_replicas))

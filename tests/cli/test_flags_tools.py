@@ -21,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -38,6 +39,8 @@ from support.scripts import REPO, load_npz, load_script, run_main
 
 from diffusion_tf import inception
 from diffusion_tf.cli import runner as cli
+from diffusion_tf.data import catalog as datasets
+from diffusion_tf.evaluation import digits_classifier, protocol, reference_stats as fid_stats
 from diffusion_tf.generate import shards as sample_shards
 from diffusion_tf.unet_layout import UnetHParams, unet_param_specs
 
@@ -298,6 +301,46 @@ def test_evaluate_stats_cache_dir_writes_then_reuses_the_reference_statistics(gr
   out = _evaluate(capsys, tmp_path / 'fresh.json', '--stats_cache_dir={}'.format(tmp_path / 'other'), *flags)
   assert out['fid_ref_images'] == pytest.approx(_fid((ref_mu, ref_sigma), gen), rel=1e-4)
   assert out['ref_images']['cached_stats_path'] == str(tmp_path / 'other' / os.path.basename(cached))
+
+
+def test_evaluate_features_digits_gives_the_numbers_of_the_reproduce_protocol(tmp_path, capsys):
+  """--features=digits: IS and FID with the offline digits classifier, the numbers protocol.measure (run_cifar.py
+  reproduce --features=digits) gives for the same images and references; no Inception graph, no network. The
+  samples are digits blurred by noise, so that the FID is far from 0 and a swapped reference would show."""
+  digits = datasets.load_digits_images(8)
+  noise = np.random.RandomState(0).randint(-60, 61, size=[40, 8, 8, 1])
+  samples = np.clip(digits[datasets.DIGITS_NUM_TRAIN:][:40].astype(int) + noise, 0, 255).astype(np.uint8)
+  refs = digits[:60]
+  np.savez(str(tmp_path / 'samples.npz'), samples)
+  np.savez(str(tmp_path / 'refs.npz'), refs)
+  out = _evaluate(capsys, tmp_path / 'metrics.json', '--samples={}'.format(tmp_path / 'samples.npz'),
+                  '--ref_images={}'.format(tmp_path / 'refs.npz'), '--features=digits', '--num_splits=4')
+
+  classifier = digits_classifier.DigitsClassifier()
+  ref_stats = fid_stats.compute_statistics([refs], classifier)
+  want = protocol.measure(samples, classifier, {'ref_images': (ref_stats, 'refs.npz')}, num_splits=4)
+  assert out['inception_score_mean'] == pytest.approx(want['inception_score'], rel=1e-6)
+  assert out['inception_score_std'] == pytest.approx(want['inception_score_std'], rel=1e-6)
+  assert out['fid_ref_images'] == pytest.approx(want['fid_ref_images'], rel=1e-6)
+  assert out['fid_ref_images'] > 1e-2 * out['inception_score_mean']
+  assert out['features'] == 'digits' and 'inception_graph' not in out
+  assert out['feature_network'] == {'path': classifier.graph_path, 'sha256': classifier.graph_sha256}
+
+
+@pytest.mark.parametrize('size, flags, expected', [
+  (8, ['--features=digits', '--inception_graph=graph.tgz'],
+   r'--inception_graph=graph.tgz with --features=digits; expected --inception_graph only with --features=inception'),
+  (12, ['--features=digits'], r'images of 12x12 for --features=digits; expected square images whose side is a '
+                              r'multiple of 8'),
+  (8, ['--features=clip'], r"features='clip'"),
+])
+def test_evaluate_features_refuses_what_the_network_cannot_measure(tmp_path, capsys, size, flags, expected):
+  np.savez(str(tmp_path / 'samples.npz'), _images(20, 0, size=size))
+  with pytest.raises(SystemExit):
+    cli.run_cli(load_script('evaluate_samples').main, argv=['--samples={}'.format(tmp_path / 'samples.npz')] + flags,
+                name='evaluate_samples.py')
+  err = capsys.readouterr().err
+  assert re.search(expected, err) and err.count('\n') == 1, err
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_evaluation_once_writes_metrics_matching_numpy(cifar_run, capsys, monkey
   assert result['ref_num_images_train'] == 8 and result['ref_num_images_test'] == 4
   scalars = read_scalars(os.path.join(model_dir, 'eval'))
   assert {'eval_ema/samples/inception8', 'eval_ema/samples/trainfid8', 'eval_ema/samples/fid8',
-          'eval_ema/samples/inception8_10splits', 'eval_ema/samples/inception8_10splits_std',
+          'eval_ema/samples/inception8_8splits', 'eval_ema/samples/inception8_8splits_std',
           'eval_ema/real_inception_score_train', 'eval_ema/real_inception_score'} <= set(scalars), sorted(scalars)
   assert os.path.exists(os.path.join(model_dir, 'eval', 'step00000003_ema_samples.png'))
   # the same seeded samples, dumped, give the same numbers computed independently here
@@ -81,7 +81,7 @@ def test_evaluation_once_writes_metrics_matching_numpy(cifar_run, capsys, monkey
     test_pool, _ = extractor.features(_tfds_images(cifar_run['tfds_dir'], 'test'))
   # (the metrics saw the unrounded samples, the dump holds them rounded to uint8: close, not equal)
   assert result['samples/inception8'] == pytest.approx(metrics.classifier_score_from_logits(logits), rel=1e-2)
-  assert result['samples/inception8_10splits'] == pytest.approx(
+  assert result['samples/inception8_8splits'] == pytest.approx(
     metrics.inception_score_mean_std(logits, 8)[0], rel=1e-2)
   mu, sigma = metrics.mean_and_covariance(pool)
   mu_t, sigma_t = metrics.mean_and_covariance(test_pool)

@@ -68,6 +68,19 @@ def test_metrics_of_unrounded_samples_under_the_original_tags(standin, tmp_path)
     worker._metrics(script_utils.to_uint8(samples), refs)
 
 
+def test_split_inception_score_tag_names_the_splits_it_used(standin, tmp_path):
+  """Fewer than 10 samples get one split per sample, and the tag says so (inception6_6splits), never _10splits."""
+  samples = np.random.RandomState(1).uniform(-1., 1., size=[6, 8, 8, 3]).astype(np.float32)
+  with inception.InceptionExtractor(standin) as extractor:
+    worker = _worker('original', str(tmp_path / 'stats'), extractor)
+    out = worker._metrics(samples, refs={})
+    _, logits = extractor.features(samples)
+  mean, std = metrics.inception_score_mean_std(logits, 6)
+  assert sorted(out) == ['samples/inception6', 'samples/inception6_6splits', 'samples/inception6_6splits_std']
+  assert out['samples/inception6_6splits'] == pytest.approx(mean, rel=1e-5)
+  assert out['samples/inception6_6splits_std'] == pytest.approx(std, rel=1e-5)
+
+
 def test_full_reference_sets_use_every_image(standin, tmp_path):
   with inception.InceptionExtractor(standin) as extractor:
     refs = _worker('full', str(tmp_path / 'stats'), extractor)._reference_stats()

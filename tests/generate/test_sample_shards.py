@@ -72,7 +72,7 @@ def test_merge_rejects_missing_duplicated_and_mismatched_shards(run_dir, capsys,
     code, _, err = _sample(capsys, run_dir, tmp_path / name, *flags)
     assert code == 0, (name, err)
   cases = [
-    (['s0'], ['shard(s) 1/2 of 2 missing']),
+    (['s0'], ['shard 1 of 2 is missing (have shard 0: {})'.format(tmp_path / 's0')]),
     (['s0', 's1', 's1'], ['shard 1/2 given twice']),
     (['s0', 's1_seed'], ['seed=8', 'expected the shards of one run']),
     (['s0', 's1_sampler'], ['sampler=\'pndm\'']),
@@ -84,6 +84,15 @@ def test_merge_rejects_missing_duplicated_and_mismatched_shards(run_dir, capsys,
     code, _, err = _merge(capsys, out_dir, *[tmp_path / d for d in dirs])
     assert_one_error(code, err, *needles)
     assert not os.path.exists(str(out_dir / 'samples.npz'))
+
+
+def test_missing_shards_are_named_in_words():
+  assert sample_shards.missing_shards_message([1], 2, {0: 'a'}) == (
+    'shard 1 of 2 is missing (have shard 0: a); expected all 2 shards, numbered 0 to 1 (sample --shard=i/2)')
+  assert sample_shards.missing_shards_message([0, 2, 3], 4, {1: 'b'}).startswith(
+    'shards 0, 2 and 3 of 4 are missing (have shard 1: b); expected all 4 shards, numbered 0 to 3')
+  assert sample_shards.missing_shards_message([3], 4, {2: 'c', 0: 'a', 1: 'b'}).startswith(
+    'shard 3 of 4 is missing (have shards 0: a; 1: b; 2: c)')
 
 
 def test_bad_shard_flags_give_one_line_errors(run_dir, capsys, tmp_path):
