@@ -31,10 +31,13 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
+from diffusion_tf.cli import runner as cli  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+cli.quiet_tensorflow()
+
 import numpy as np  # noqa: E402
 
-from diffusion_tf.errors import UsageError  # noqa: E402
-from diffusion_tf.cli import runner as cli  # noqa: E402
+from diffusion_tf.checks import check_known_flags  # noqa: E402
 
 DEMO_CONFIG = dict(
   dataset='digits', resolution=8, model_name='demo', num_diffusion_timesteps=1000, beta_start=0.0001,
@@ -115,20 +118,18 @@ def upscale(img, factor):
 def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, quality_samples=500, **overrides):
   """Train, sample, and measure the demo model; see the module docstring. Other flags (e.g. --total_bs=64, --lr)
   change DEMO_CONFIG."""
-  unknown = sorted(set(overrides) - set(DEMO_CONFIG))
-  if unknown:
-    raise UsageError('unknown flag(s) {}; expected demo flags or one of {}'.format(
-      ', '.join('--' + k for k in unknown), ', '.join(sorted(DEMO_CONFIG))))
+  check_known_flags('demo.py', sorted(overrides), DEMO_CONFIG)
   config = dict(DEMO_CONFIG, **overrides)
   t_start = time.time()
-  cli.quiet_tensorflow()  # before TensorFlow loads (the imports below), as run_cifar.py does
   from diffusion_tf import utils
   from diffusion_tf.cli import cifar10 as run_cifar  # run_cifar.py's commands, from the package
   from diffusion_tf.data import digits
   from diffusion_tf.evaluation import protocol
+  from diffusion_tf.runs.paths import check_writable_dir
 
   run_dir = os.path.abspath(os.path.join(out_dir, datetime.datetime.now().strftime('%Y%m%d-%H%M%S')))
   model_dir = os.path.join(run_dir, 'model')
+  check_writable_dir(out_dir, 'out_dir')
   print('== diffusion_tf demo: DDPM on 8x8 handwritten digits, {} s of training on CPU -> {}'.format(
     train_secs, run_dir), flush=True)
 
@@ -206,5 +207,12 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
         '--sampler=ddim --num_inference_steps=50 --num_samples=64'.format(os.path.relpath(sys.executable), model_dir))
 
 
+cli.extra_flags(main, DEMO_CONFIG, 'the demo\'s training configuration (DEMO_CONFIG)')
+
+def command_line(argv=None):
+  """The script's command line: main() with its flags checked first (cli.run_cli)."""
+  cli.run_cli(cli.subcommands(main=main)['main'], argv=argv, name='demo.py')
+
+
 if __name__ == '__main__':
-  cli.run_cli(cli.subcommands(main=main)['main'], name='demo.py')
+  command_line()
