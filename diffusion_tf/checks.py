@@ -2,6 +2,7 @@
 returns the checked value or raises UsageError with a message that names the value and says what was expected.
 """
 
+import difflib
 import inspect
 
 import numpy as np
@@ -90,7 +91,32 @@ def check_train_flags(kwargs):
     check_int(name, kwargs[name], allow_none=True)
   if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
     raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
-  if kwargs['max_steps'] is not None and kwargs['warmup'] > kwargs['max_steps']:
-    raise UsageError('warmup={} is longer than max_steps={}; expected warmup <= max_steps (the learning rate '
-                     'would never reach --lr)'.format(kwargs['warmup'], kwargs['max_steps']))
   check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
+
+
+def warmup_warning(warmup, max_steps, lr):
+  """The line a command prints when the learning-rate warm-up (linear over `warmup` steps) outlasts --max_steps:
+  such a short run trains, at lr * max_steps / warmup at most; None when the warm-up ends within the run."""
+  if max_steps is None or warmup <= max_steps:
+    return None
+  return ('warning: the learning rate never reaches --lr={:g} within --max_steps={}: the warm-up takes --warmup={} '
+          'steps, so it ends at {:.3g}'.format(lr, max_steps, warmup, lr * max_steps / warmup))
+
+
+def check_known_flags(command, given, known):
+  """Raises UsageError naming every flag of `given` that `command` does not take, each with the closest of `known`
+  (difflib), so that a misspelled --max_step stops before any work instead of being ignored."""
+  known = sorted(known)
+  unknown = [name for name in given if name not in known]
+  if not unknown:
+    return
+  hints = []
+  for name in unknown:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if close:
+      hints.append('--{} (did you mean --{}?)'.format(name, close[0]))
+    elif len(known) <= 8:
+      hints.append('--{} (expected one of {})'.format(name, ', '.join('--' + k for k in known) or 'no flags'))
+    else:
+      hints.append('--{} (no flag of that name; see {} --help)'.format(name, command))
+  raise UsageError('unknown flag{} for {}: {}'.format('s' if len(unknown) > 1 else '', command, ', '.join(hints)))

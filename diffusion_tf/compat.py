@@ -22,6 +22,7 @@ import os
 
 import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
+from tensorflow.python.distribute import distribute_coordinator  # the in-process server of a multi-worker run
 
 STACK = 'tf2' if tf.version.VERSION.startswith('2.') else 'tf1'
 
@@ -105,3 +106,14 @@ def cpu_devices_session_config(num_devices):
   """ensure_cpu_devices(num_devices), and a tf.ConfigProto (soft placement, no GPU) whose sessions have them."""
   ensure_cpu_devices(num_devices)
   return tf.ConfigProto(allow_soft_placement=True, device_count={'CPU': int(num_devices), 'GPU': 0})
+
+
+def release_std_server():
+  """Drops the in-process tf.distribute server that the distribute coordinator started for a multi-worker run
+  (train_and_evaluate keeps it in a thread-local), so that it is deleted now. Left to the end of the interpreter,
+  TF 1.15's Server.__del__ runs after its module globals are gone and prints `Exception ignored in: <function
+  Server.__del__ ...> AttributeError: 'NoneType' object has no attribute 'UnimplementedError'` after a good run
+  (TF 2.15's checks for that)."""
+  local = getattr(distribute_coordinator, '_thread_local', None)
+  if getattr(local, 'server', None) is not None:
+    local.server = None  # the last reference: Server.__del__ runs here, with TensorFlow's modules still loaded

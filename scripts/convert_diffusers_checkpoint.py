@@ -16,10 +16,16 @@ hyper-parameters of our models/unet.model (ch, ch_mult, num_res_blocks, attn_res
 
 import json
 import os
+import sys
 
-from diffusion_tf import checkpoints  # numpy only; TF is imported when a checkpoint is written or read
-from diffusion_tf import provenance
-from diffusion_tf.cli import runner as cli
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+
+from diffusion_tf.cli import runner as cli  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+cli.quiet_tensorflow()
+
+from diffusion_tf import checkpoints  # noqa: E402  (numpy only; TF is imported when a checkpoint is written or read)
+from diffusion_tf import provenance  # noqa: E402
 
 
 def _hparams_text(hp):

@@ -10,10 +10,11 @@ and no flips (digits are not mirror-symmetric).
 
 Outputs, in demo_output/<time>/ (printed at the end):
   model/                        the training run (checkpoints, kwargs.json, TensorBoard events)
-  samples.png, samples_x4.png   64 samples of the ancestral sampler with the EMA weights (native 8x8, and x4)
+  samples.png, samples_native.png  64 samples of the ancestral sampler with the EMA weights (enlarged to >= 256 px,
+                                and at their native 8x8)
   samples.npz                   the samples, uint8 [64, 8, 8, 3] (arr_0)
-  data.png                      64 training images, for comparison
-  loss.csv, loss.png            the training loss curve
+  data.png                      64 training images, for comparison (enlarged)
+  loss.csv, loss.png            the training loss curve (matplotlib)
   bpd.npz                       bits/dim of test images: total, per-timestep terms, prior, mse
   quality/                      digits-IS / digits-FID of quality_samples DDIM-50 samples (run_cifar.py reproduce
                                 --features=digits) and of the held-out real digits: table.md, results.json
@@ -24,6 +25,7 @@ Outputs, in demo_output/<time>/ (printed at the end):
 
 import datetime
 import glob
+import io
 import json
 import os
 import sys
@@ -31,11 +33,15 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
+from diffusion_tf.cli import runner as cli  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+cli.quiet_tensorflow()
+
 import numpy as np  # noqa: E402
 
-from diffusion_tf.errors import UsageError  # noqa: E402
-from diffusion_tf.cli import runner as cli  # noqa: E402
+from diffusion_tf.checks import check_known_flags  # noqa: E402
 
+MIN_GRID_PIXELS = 256  # the image grids' short side at least (the README's pictures are 292 px)
 DEMO_CONFIG = dict(
   dataset='digits', resolution=8, model_name='demo', num_diffusion_timesteps=1000, beta_start=0.0001,
   beta_end=0.02, beta_schedule='linear', total_bs=32, lr=1e-3, warmup=100, ema_decay=0.995, dropout=0.,
@@ -43,7 +49,7 @@ DEMO_CONFIG = dict(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The loss curve, drawn with PIL (no matplotlib)
+# The pictures: the loss curve and the enlarged image grids
 
 def read_scalars(model_dir, tag):
   """[(step, value)] of a scalar summary in a run's event files, sorted by step (the last value of a step wins)."""
@@ -70,43 +76,34 @@ def smooth(values, weight=0.9):
 
 
 def draw_curve(path, points, *, title, width=720, height=420):
-  """Plot (step, value) points on a log-scale y axis into a PNG: raw values in light grey, smoothed in blue."""
-  from PIL import Image, ImageDraw, ImageFont
-  steps = np.array([p[0] for p in points], np.float64)
+  """Plot (step, value) points on a log-scale y axis into a PNG of width x height pixels with matplotlib: the raw
+  values in light grey, their smoothing (as TensorBoard's) in blue."""
+  import matplotlib  # late: only the loss plot needs it, and the Agg backend must be chosen before pyplot loads
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # late: see above
+  from diffusion_tf import utils  # late: TensorFlow is quieted at the top of the script, before this loads it
+  steps = [p[0] for p in points]
   values = np.maximum(np.array([p[1] for p in points], np.float64), 1e-8)
-  left, right, top, bottom = 70, 20, 40, 50
-  img = Image.new('RGB', (width, height), 'white')
-  draw = ImageDraw.Draw(img)
-  font = ImageFont.load_default()
-  x0, x1 = steps.min(), max(steps.max(), steps.min() + 1)
-  ly = np.log10(values)
-  y0, y1 = np.floor(ly.min() * 2) / 2, np.ceil(ly.max() * 2) / 2
-  y1 = max(y1, y0 + 0.5)
-  px = lambda s: left + (s - x0) / (x1 - x0) * (width - left - right)
-  py = lambda lv: top + (y1 - lv) / (y1 - y0) * (height - top - bottom)
-  # axes, grid and labels
-  draw.rectangle([left, top, width - right, height - bottom], outline='black')
-  for k in np.arange(y0, y1 + 1e-9, 0.5):
-    y = py(k)
-    draw.line([left, y, width - right, y], fill=(225, 225, 225))
-    draw.text((5, y - 6), '{:.3g}'.format(10 ** k), fill='black', font=font)
-  for s in np.linspace(x0, x1, 6):
-    x = px(s)
-    draw.line([x, top, x, height - bottom], fill=(225, 225, 225))
-    draw.text((x - 12, height - bottom + 6), '{:d}'.format(int(round(s))), fill='black', font=font)
-  draw.text((width // 2 - 20, height - 20), 'step', fill='black', font=font)
-  draw.text((left, 12), title, fill='black', font=font)
-  raw = [(px(s), py(v)) for s, v in zip(steps, ly)]
-  smoothed = [(px(s), py(v)) for s, v in zip(steps, smooth(list(ly)))]
-  if len(raw) > 1:
-    draw.line(raw, fill=(190, 190, 190), width=1)
-    draw.line(smoothed, fill=(31, 119, 180), width=2)
-  from diffusion_tf import utils
-  utils.write_png(path, np.asarray(img))
+  dpi = 100
+  fig, ax = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
+  ax.plot(steps, values, color='0.75', linewidth=1, label='loss')
+  ax.plot(steps, np.exp(smooth(list(np.log(values)))), color='tab:blue', linewidth=2, label='smoothed')
+  ax.set_yscale('log')
+  ax.set_xlabel('step')
+  ax.set_title(title, fontsize=10)
+  ax.grid(True, which='both', color='0.9')
+  ax.legend(loc='upper right')
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=dpi)
+  plt.close(fig)
+  utils.atomic_write_bytes(path, buffer.getvalue())
 
 
-def upscale(img, factor):
-  """Nearest-neighbour upscaling of an [H, W(, C)] uint8 image."""
+def enlarge(img, min_pixels=MIN_GRID_PIXELS):
+  """Nearest-neighbour upscaling of an [H, W(, C)] uint8 image by the smallest integer factor that makes its short
+  side at least min_pixels (8x8 digits are too small to see at their native size)."""
+  factor = max(1, -(-min_pixels // min(img.shape[:2])))
   return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
 
 
@@ -115,20 +112,18 @@ def upscale(img, factor):
 def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, quality_samples=500, **overrides):
   """Train, sample, and measure the demo model; see the module docstring. Other flags (e.g. --total_bs=64, --lr)
   change DEMO_CONFIG."""
-  unknown = sorted(set(overrides) - set(DEMO_CONFIG))
-  if unknown:
-    raise UsageError('unknown flag(s) {}; expected demo flags or one of {}'.format(
-      ', '.join('--' + k for k in unknown), ', '.join(sorted(DEMO_CONFIG))))
+  check_known_flags('demo.py', sorted(overrides), DEMO_CONFIG)
   config = dict(DEMO_CONFIG, **overrides)
   t_start = time.time()
-  cli.quiet_tensorflow()  # before TensorFlow loads (the imports below), as run_cifar.py does
   from diffusion_tf import utils
   from diffusion_tf.cli import cifar10 as run_cifar  # run_cifar.py's commands, from the package
   from diffusion_tf.data import digits
   from diffusion_tf.evaluation import protocol
+  from diffusion_tf.runs.paths import check_writable_dir
 
   run_dir = os.path.abspath(os.path.join(out_dir, datetime.datetime.now().strftime('%Y%m%d-%H%M%S')))
   model_dir = os.path.join(run_dir, 'model')
+  check_writable_dir(out_dir, 'out_dir')
   print('== diffusion_tf demo: DDPM on 8x8 handwritten digits, {} s of training on CPU -> {}'.format(
     train_secs, run_dir), flush=True)
 
@@ -142,11 +137,11 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
   sample_dir = os.path.join(run_dir, 'sample')
   run_cifar.sample(model_dir=model_dir, out_dir=sample_dir, num_samples=num_samples, batch_size=num_samples)
   samples = np.load(os.path.join(sample_dir, 'samples.npz'))['arr_0']
-  utils.save_tiled_imgs(os.path.join(run_dir, 'samples.png'), samples)
-  utils.write_png(os.path.join(run_dir, 'samples_x4.png'), upscale(utils.tile_imgs(samples), 4))
+  utils.write_png(os.path.join(run_dir, 'samples.png'), enlarge(utils.tile_imgs(samples)))
+  utils.save_tiled_imgs(os.path.join(run_dir, 'samples_native.png'), samples)
   os.replace(os.path.join(sample_dir, 'samples.npz'), os.path.join(run_dir, 'samples.npz'))
   real = digits.load_digits_images(config['resolution'])[:num_samples]
-  utils.write_png(os.path.join(run_dir, 'data.png'), upscale(utils.tile_imgs(real), 4))
+  utils.write_png(os.path.join(run_dir, 'data.png'), enlarge(utils.tile_imgs(real)))
 
   # 3. loss curve
   print('\n== 3/5 loss curve', flush=True)
@@ -193,8 +188,8 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
         'held-out real digits: digits-IS {:.2f}, digits-FID {:.2f} (train)'.format(
           q['inception_score'], q['inception_score_std'], q['fid_train'], q['fid_test'], q['num_samples'],
           r['inception_score'], r['fid_train']))
-  for name, what in [('samples_x4.png', '64 samples (EMA weights), 4x enlarged'),
-                     ('samples.png', 'the same at their native 8x8'),
+  for name, what in [('samples.png', '{} samples (EMA weights), enlarged'.format(num_samples)),
+                     ('samples_native.png', 'the same at their native 8x8'),
                      ('data.png', '64 training digits, for comparison'),
                      ('loss.png', 'training loss curve (loss.csv: the numbers)'),
                      ('bpd.npz', 'bits/dim: total_bpd, terms_bpd, prior_bpd, mse'),
@@ -206,5 +201,12 @@ def main(out_dir='demo_output', train_secs=330, num_samples=64, bpd_images=33, q
         '--sampler=ddim --num_inference_steps=50 --num_samples=64'.format(os.path.relpath(sys.executable), model_dir))
 
 
+cli.extra_flags(main, DEMO_CONFIG, 'the demo\'s training configuration (DEMO_CONFIG)')
+
+def command_line(argv=None):
+  """The script's command line: main() with its flags checked first (cli.run_cli)."""
+  cli.run_cli(cli.subcommands(main=main)['main'], argv=argv, name='demo.py')
+
+
 if __name__ == '__main__':
-  cli.run_cli(cli.subcommands(main=main)['main'], name='demo.py')
+  command_line()

@@ -33,13 +33,18 @@ import re
 import sys
 import zipfile
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
-from diffusion_tf.errors import UsageError
-from diffusion_tf.evaluation import feature_networks, metrics
-from diffusion_tf.cli import runner as cli
-from diffusion_tf.evaluation import reference_stats as fid_stats
+from diffusion_tf.cli import runner as cli  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+cli.quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from diffusion_tf.errors import UsageError  # noqa: E402
+from diffusion_tf.evaluation import feature_networks, metrics  # noqa: E402
+from diffusion_tf.evaluation import reference_stats as fid_stats  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,5 +242,10 @@ def main(samples, ref_stats=None, ref_stats_test=None, ref_images=None, inceptio
            stats_cache_dir=stats_cache_dir, out_json=out_json, features=features)
 
 
+def command_line(argv=None):
+  """The script's command line: main() with its flags checked first (cli.run_cli)."""
+  cli.run_cli(main, argv=argv, name='evaluate_samples.py')
+
+
 if __name__ == '__main__':
-  cli.run_cli(main, name='evaluate_samples.py')
+  command_line()

@@ -13,14 +13,17 @@ LSUN church at 256x256, as in the paper (the LSUN release ships LMDB; export its
 import os
 import sys
 
-import numpy as np
-import tensorflow.compat.v1 as tf
-from PIL import Image
-
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
+from diffusion_tf.cli import runner as cli  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+cli.quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from diffusion_tf.errors import UsageError  # noqa: E402
-from diffusion_tf.cli import runner as cli  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
 
@@ -110,8 +113,8 @@ def prepare_lsun(image_dir, out_dir, resolution=256, max_images=None, shuffle=Fa
   return out_path
 
 
-def main():
-  cli.run_cli(prepare_lsun, name='prepare_lsun.py')
+def main(argv=None):
+  cli.run_cli(prepare_lsun, argv=argv, name='prepare_lsun.py')
 
 
 if __name__ == '__main__':

@@ -187,7 +187,7 @@ def test_checks_live_once_in_a_pure_python_module():
   of the same name."""
   path = MODULES[PACKAGE + '.checks']
   top = {name for name, _, _ in _imports(PACKAGE + '.checks', path)}
-  assert top <= {'inspect', 'numpy', PACKAGE + '.errors', PACKAGE}, top
+  assert top <= {'difflib', 'inspect', 'numpy', PACKAGE + '.errors', PACKAGE}, top
   names = {n.name for n in _parse(path).body if isinstance(n, ast.FunctionDef) and n.name.startswith('check_')}
   elsewhere = ['{}: {}'.format(m, n.name) for m, p in MODULES.items() if m != PACKAGE + '.checks'
                for n in ast.walk(_parse(p)) if isinstance(n, ast.FunctionDef) and n.name in names]
@@ -212,11 +212,12 @@ def test_the_library_never_imports_the_command_line():
 
 
 def test_the_cli_runner_is_pure_python():
-  """Scripts import cli.py before TensorFlow (quiet_tensorflow must set the log level first)."""
+  """Scripts import cli.py before TensorFlow (quiet_tensorflow must set the log level first); checks.py, which it
+  imports, is pure Python too (test_checks_live_once_in_a_pure_python_module)."""
   path = MODULES[CLI + '.runner']
   top = {name for name, _, nested in _imports(CLI + '.runner', path) if not nested}
   assert not any(name.startswith('tensorflow') for name in top), top
-  assert top & set(MODULES) <= {'diffusion_tf', 'diffusion_tf.errors'}, top
+  assert top & set(MODULES) <= {'diffusion_tf', 'diffusion_tf.errors', 'diffusion_tf.checks'}, top
 
 
 def test_imports_inside_functions_say_why():

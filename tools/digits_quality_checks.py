@@ -20,9 +20,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
+from diffusion_tf.cli import runner  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+runner.quiet_tensorflow()
+
 from diffusion_tf.evaluation import metrics as metrics  # noqa: E402
 from diffusion_tf.data import catalog as datasets  # noqa: E402
-from diffusion_tf.evaluation import digits_classifier  # noqa: F401
+from diffusion_tf.evaluation import digits_classifier  # noqa: E402
 
 
 def nearest_distances(x, ref, exclude_self=False):

@@ -16,6 +16,10 @@ sys.path.insert(0, os.path.join(TESTS, 'cli'))
 sys.path.insert(0, TESTS)
 sys.path.insert(0, REPO)
 
+from diffusion_tf.cli import runner  # noqa: E402  (pure Python: TensorFlow is quieted before it loads)
+
+runner.quiet_tensorflow()
+
 import test_flag_table  # noqa: E402
 
 

@@ -4,6 +4,7 @@
 
 import collections
 import os
+import sys
 
 import tensorflow.compat.v1 as tf
 
@@ -15,10 +16,10 @@ from ..runs import devices, run_dir
 from ..evaluation import watcher as evaluation, simple_eval as simple_eval_worker
 from ..generate import dump, shards as sample_shards
 from ..train import loop as training
-from .runner import quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
+from .runner import extra_flags, quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
 from ..checks import (  # noqa: F401 (the scripts' names)
-  OPTIMIZERS, check_bool, check_choice, check_int, check_model_config, check_number, check_str, check_train_flags,
-  default_kwargs)
+  OPTIMIZERS, check_bool, check_choice, check_int, check_known_flags, check_model_config, check_number, check_str,
+  check_train_flags, default_kwargs, warmup_warning)
 from ..data.catalog import IMAGE_SIZES, DatasetInfo, image_size_of  # noqa: F401 (the scripts' names)
 from ..sampler_schedules import SAMPLERS
 from ..runs.paths import Paths, check_writable_dir
@@ -26,6 +27,8 @@ from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # n
 from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
 
 OUTPUT_TYPES = ('png', 'npz')
+# What --help calls the training kwargs that the commands reading a checkpoint take besides their own flags.
+TRAIN_KWARGS_ABOUT = 'training kwargs of {} train, for a checkpoint without kwargs.json'
 
 # The run-control flags that every script's `train` takes after the original's own (where to run, how long, how often
 # to save, which devices), with their defaults. Each train() spells them out in its signature, since fire reads the
@@ -103,10 +106,7 @@ def make_sample_command(script):
       raise UsageError('--shard={}/{} with {}; expected --output_type=npz and no --progressive (shards are merged as '
                          '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
     train_defaults = default_kwargs(script.train_fn)
-    unknown = sorted(set(overrides) - set(train_defaults))
-    if unknown:
-      raise UsageError('unknown flag(s) for sample: {}; expected sample flags or training kwargs such as '
-                         '--model_name, --dataset'.format(', '.join('--' + k for k in unknown)))
+    check_known_flags('{} sample'.format(script.name), sorted(overrides), train_defaults)
     for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
                                      ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
                                       'ddim'),
@@ -191,7 +191,7 @@ def make_sample_command(script):
                     skip_type=skip_type, shard=shard)
 
   sample.__doc__ = sample.__doc__.replace('this script', script.name)
-  return sample
+  return extra_flags(sample, default_kwargs(script.train_fn), TRAIN_KWARGS_ABOUT.format(script.name))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,6 +204,9 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     print('--bucket_name_prefix without --tpu_name: training on this machine\'s devices with paths in {} (the '
           'original required a TPU)'.format(paths.bucket))
   kwargs['image_size'] = ds.image_size
+  warning = warmup_warning(kwargs['warmup'], kwargs['max_steps'], kwargs['lr'])
+  if warning:
+    print(warning, file=sys.stderr)
   if kwargs['ema_decay'] != 0.9999:
     exp_name += '_ema{}'.format(kwargs['ema_decay'])
   if kwargs.get('resolution') is not None:

@@ -22,6 +22,7 @@ from ..errors import UsageError
 from ..runs import devices, run_dir
 from ..runs.paths import check_writable_dir
 from ..generate.seeded import SeededNoise, run_seeded
+from . import commands, runner
 
 
 def lambdas(num_lambdas):
@@ -54,10 +55,7 @@ def read_image(path, image_size, flag):
 def _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides):
   """(checkpoint prefix, training kwargs, DatasetInfo) for a command that reads one checkpoint."""
   train_defaults = checks.default_kwargs(script.train_fn)
-  unknown = sorted(set(overrides) - set(train_defaults))
-  if unknown:
-    raise UsageError('unknown flag(s): {}; expected the command\'s flags or training kwargs such as '
-                       '--model_name'.format(', '.join('--' + k for k in unknown)))
+  checks.check_known_flags(script.name, sorted(overrides), train_defaults)
   if model_dir is None and checkpoint is None:
     raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
   ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
@@ -143,7 +141,8 @@ def make_interpolate_command(script):
       seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'interpolation.png')))
 
-  return interpolate
+  return runner.extra_flags(interpolate, checks.default_kwargs(script.train_fn),
+                            commands.TRAIN_KWARGS_ABOUT.format(script.name))
 
 
 def make_trajectory_command(script):
@@ -201,4 +200,5 @@ def make_trajectory_command(script):
       repeat_noise_steps=repeat_noise_steps, seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'trajectory.png')))
 
-  return denoising_trajectory
+  return runner.extra_flags(denoising_trajectory, checks.default_kwargs(script.train_fn),
+                            commands.TRAIN_KWARGS_ABOUT.format(script.name))

@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 
 from .. import checks, utils
 from ..data import catalog
@@ -15,6 +16,7 @@ from ..evaluation import feature_networks, protocol, watcher
 from ..evaluation.simple_eval import SimpleEvalWorker
 from ..runs import run_dir
 from ..runs.paths import check_writable_dir
+from . import commands, runner
 
 
 def make_reproduce_command(script, sample_command):
@@ -68,7 +70,10 @@ def make_reproduce_command(script, sample_command):
                                    '--resolution'.format(', '.join('--' + k for k in unknown)))
     elif model_dir is None and checkpoint is None:
       raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
-    if real_split is None:
+    if real_split is None:  # the run or checkpoint first: a missing one fails before any directory, download or graph
+      if model_dir is not None and not tf.io.gfile.isdir(model_dir):
+        raise UsageError('model_dir={!r} does not exist; expected a training run directory'.format(model_dir))
+      run_dir.resolve_checkpoint(checkpoint or model_dir)
       base = model_dir or (checkpoint if os.path.isdir(str(checkpoint)) else os.path.dirname(str(checkpoint)))
       default_name = '{}{}{}_{}_seed{}_n{}'.format(
         sampler, num_inference_steps or '', '' if skip_type == 'uniform' else '_' + skip_type,
@@ -142,7 +147,8 @@ def make_reproduce_command(script, sample_command):
     print(table + 'wrote {} and {}'.format(os.path.join(out_dir, 'table.md'), os.path.join(out_dir, 'results.json')))
     return result
 
-  return reproduce
+  return runner.extra_flags(reproduce, checks.default_kwargs(script.train_fn),
+                            commands.TRAIN_KWARGS_ABOUT.format(script.name))
 
 
 def _kwargs_of(script, sampling):

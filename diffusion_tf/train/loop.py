@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import utils
+from .. import compat, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError
 from . import preemption, summaries as tpu_summaries, hooks as training_hooks
 from ..runs import run_lock
@@ -127,6 +127,8 @@ def _train_on_cluster(estimator, input_fn, max_steps, hooks, cluster, timeout_se
           tf.errors.DeadlineExceededError) as e:
     raise ClusterError(training_hooks.worker_lost_message(cluster, '{}: {}'.format(
       type(e).__name__, e.message.strip().splitlines()[0] if e.message.strip() else ''))) from None
+  finally:
+    compat.release_std_server()
 
 
 def make_tpu_config(iterations_per_loop):

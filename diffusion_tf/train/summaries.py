@@ -25,7 +25,11 @@ def __getattr__(name):
   """`summary`, the original's alias of tf.contrib.summary, resolved on first use (importing tf.contrib is slow and
   TF 2 has none; the writing here uses tf.compat.v2.summary, its successor)."""
   if name == 'summary':
-    from tensorflow.contrib import summary  # lazily: see above
+    try:
+      from tensorflow.contrib import summary  # lazily: see above
+    except ImportError:  # TF 2: an AttributeError, so that dir() / inspect.getmembers / help() pass over the name
+      raise AttributeError('module {!r} has no attribute {!r} on TensorFlow 2 (no tf.contrib); use '
+                           'tf.compat.v2.summary'.format(__name__, name)) from None
     return summary
   raise AttributeError('module {!r} has no attribute {!r}'.format(__name__, name))
 

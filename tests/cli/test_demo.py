@@ -68,17 +68,18 @@ def test_demo_outputs_exist_and_make_sense(tmp_path, capsys):
                 for e in tf.train.summary_iterator(path) if any(v.tag == 'train/loss' for v in e.summary.value)]
   assert max(wall_times) - min(wall_times) < TRAIN_SECS + 60
 
-  # samples: uint8 [N, 8, 8, 3], and the PNGs are their tiles at native size and 4x
+  # samples: uint8 [N, 8, 8, 3], and the PNGs are their tiles at native size and enlarged by the smallest whole
+  # factor that makes them at least 256 px (18 * 15 = 270), each pixel a factor x factor block
   samples = np.load(os.path.join(run_dir, 'samples.npz'))['arr_0']
   assert samples.shape == (NUM_SAMPLES, 8, 8, 3) and samples.dtype == np.uint8
-  tiled = _png(os.path.join(run_dir, 'samples.png'))
+  tiled = _png(os.path.join(run_dir, 'samples_native.png'))
   assert tiled.shape[:2] == (18, 18) and tiled.dtype == np.uint8
   np.testing.assert_array_equal(tiled[:8, :8], samples[0])
-  big = _png(os.path.join(run_dir, 'samples_x4.png'))
-  assert big.shape[:2] == (72, 72)
-  np.testing.assert_array_equal(big[::4, ::4], tiled)
+  big = _png(os.path.join(run_dir, 'samples.png'))
+  assert big.shape[:2] == (270, 270)
+  np.testing.assert_array_equal(big, np.kron(tiled, np.ones((15, 15, 1), np.uint8)))
   data = _png(os.path.join(run_dir, 'data.png'))
-  assert data.shape[:2] == (72, 72) and data.min() < 64 and data.max() > 192  # real digits: dark and bright
+  assert data.shape[:2] == (270, 270) and data.min() < 64 and data.max() > 192  # real digits: dark and bright
 
   # loss curve: finite positive values, one per summary step, the last one in summary.json
   lines = open(os.path.join(run_dir, 'loss.csv')).read().splitlines()
@@ -87,7 +88,8 @@ def test_demo_outputs_exist_and_make_sense(tmp_path, capsys):
   assert list(steps) == sorted(set(steps))
   assert all(math.isfinite(v) and v > 0 for v in losses)
   assert abs(losses[-1] - summary['final_loss']) < 1e-5
-  assert _png(os.path.join(run_dir, 'loss.png')).shape[:2] == (420, 720)
+  loss_png = _png(os.path.join(run_dir, 'loss.png'))
+  assert loss_png.shape[:2] == (420, 720) and len(np.unique(loss_png.reshape(-1, loss_png.shape[-1]), axis=0)) > 2
 
   # bits/dim: per-image totals of T terms plus the prior; their mean is the number in summary.json
   with np.load(os.path.join(run_dir, 'bpd.npz')) as bpd:
@@ -102,3 +104,14 @@ def test_demo_outputs_exist_and_make_sense(tmp_path, capsys):
     assert 1 - 1e-6 <= q['inception_score'] <= 10 + 1e-6, (name, q)
     assert all(math.isfinite(q[k]) and q[k] >= -1e-6 for k in ('fid_train', 'fid_test')), (name, q)
   assert summary['digits_quality']['samples_ddim50']['num_samples'] == 16
+
+
+def test_the_grids_are_enlarged_to_at_least_256_pixels():
+  """64 digits tile to 78 px (8 x 8 cells of 8 px, 2 px apart): enlarged 4x to 312; a grid that is large enough
+  stays as it is; the enlargement repeats pixels (nearest neighbour)."""
+  demo = helpers_scripts.load_script('demo')
+  grid = np.random.RandomState(0).randint(0, 256, size=(78, 78, 3)).astype(np.uint8)
+  big = demo.enlarge(grid)
+  assert big.shape == (312, 312, 3)
+  np.testing.assert_array_equal(big[1::4, 2::4], grid)
+  assert demo.enlarge(np.zeros((300, 256), np.uint8)).shape == (300, 256)

@@ -34,12 +34,13 @@ def load_script(name):
   return module
 
 
-def run_main(capsys, script, argv):
-  """Run `script.main(argv)` like the command line would: returns (exit code, stdout, stderr)."""
+def run_main(capsys, script, argv, entry='main'):
+  """Run `script.main(argv)` (or another entry point taking argv: evaluate_samples.py's and demo.py's is
+  `command_line`) like the command line would: returns (exit code, stdout, stderr)."""
   module = load_script(script)
   code = 0
   try:
-    module.main([str(a) for a in argv])
+    getattr(module, entry)([str(a) for a in argv])
   except SystemExit as e:
     code = e.code if isinstance(e.code, int) else 1
   out, err = capsys.readouterr()
