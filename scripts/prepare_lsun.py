@@ -15,44 +15,13 @@ import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from PIL import Image
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 
 from diffusion_tf.errors import UsageError  # noqa: E402
 from diffusion_tf.cli import runner as cli  # noqa: E402
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
-
-
-def find_images(image_dir):
-  """All images under image_dir (recursive), sorted by path for a reproducible order."""
-  paths = []
-  for root, _, names in os.walk(image_dir):
-    paths.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
-  return sorted(paths)
-
-
-def center_crop_resize(img, resolution):
-  """uint8 [H, W, 3] -> uint8 [R, R, 3]: the central min(H, W) square (offsets rounded down as in dataset_tool),
-  resized with Lanczos antialiasing."""
-  H, W, _ = img.shape
-  crop = min(H, W)
-  top, left = (H - crop) // 2, (W - crop) // 2
-  img = img[top:top + crop, left:left + crop]
-  if crop != resolution:
-    img = np.asarray(Image.fromarray(img, 'RGB').resize((resolution, resolution), Image.LANCZOS))
-  assert img.shape == (resolution, resolution, 3)
-  return img
-
-
-def read_rgb(path):
-  """uint8 [H, W, 3]; greyscale, palette and alpha images are converted to RGB."""
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise UsageError('cannot read image {}: {}; expected a readable jpg/png/webp file'.format(path, e)) from e
+from diffusion_tf.data.images import IMAGE_EXTENSIONS, center_crop_resize, find_images, read_rgb  # noqa: E402
 
 
 def serialize_example(img_chw):
