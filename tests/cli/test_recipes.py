@@ -1,4 +1,5 @@
-"""The three scripts are recipes alike: each `train` takes the original's flags with the paper's defaults, then the
+"""The three scripts are recipes alike: each `train` takes the original's flags with the paper's defaults (then, for
+run_cifar.py and run_celebahq.py, the flags of a folder of images, data/folder.py FOLDER_FLAGS), then the
 same run-control flags (cli/commands.py RUN_CONTROL_FLAGS) with the same defaults, and every command the original
 script had is there, defined in the package (diffusion_tf/cli/<dataset>.py) rather than in the script."""
 
