@@ -1,11 +1,13 @@
-"""Write a folder of images as StyleGAN2-format TFRecords for `get_dataset('lsun', tfr_file=...)`.
+"""Write a folder of images, or the LSUN release's LMDB, as StyleGAN2-format TFRecords for get_dataset('lsun').
 
 Each image is centre-cropped to a square and resized with antialiasing (Lanczos) to `resolution`, as StyleGAN2's
 dataset_tool.py create_lsun does (crop the central min(H, W) square, then resize), which for LSUN, whose short side
 is already 256, is just the centre crop. Each record holds 'shape' int64 [3, R, R] and 'data' = the raw CHW uint8
 pixels. The output is <out_dir>/<prefix>-rNN.tfrecords with 2^NN = resolution; only that one resolution is written.
 
-LSUN church at 256x256, as in the paper (the LSUN release ships LMDB; export its images to a folder first):
+LSUN church at 256x256, as in the paper, from the LSUN release's LMDB (values: WebP/JPEG bytes by image id; read in
+key order, resumable: a rerun continues an interrupted conversion), or from a folder of images:
+  python scripts/prepare_lsun.py --lmdb_dir=lsun/church_outdoor_train_lmdb --out_dir=lsun/church --resolution=256
   python scripts/prepare_lsun.py --image_dir=lsun/church_outdoor_train --out_dir=lsun/church --resolution=256
   -> lsun/church/church-r08.tfrecords
 """
@@ -21,62 +23,28 @@ cli.quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
-from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from diffusion_tf.errors import UsageError  # noqa: E402
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
-
-
-def find_images(image_dir):
-  """All images under image_dir (recursive), sorted by path for a reproducible order."""
-  paths = []
-  for root, _, names in os.walk(image_dir):
-    paths.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
-  return sorted(paths)
+from diffusion_tf.data.images import IMAGE_EXTENSIONS, center_crop_resize, find_images, read_rgb  # noqa: E402
+from diffusion_tf.data import lsun_lmdb  # noqa: E402
+from diffusion_tf.data.lsun import serialize_example  # noqa: E402
 
 
-def center_crop_resize(img, resolution):
-  """uint8 [H, W, 3] -> uint8 [R, R, 3]: the central min(H, W) square (offsets rounded down as in dataset_tool),
-  resized with Lanczos antialiasing."""
-  H, W, _ = img.shape
-  crop = min(H, W)
-  top, left = (H - crop) // 2, (W - crop) // 2
-  img = img[top:top + crop, left:left + crop]
-  if crop != resolution:
-    img = np.asarray(Image.fromarray(img, 'RGB').resize((resolution, resolution), Image.LANCZOS))
-  assert img.shape == (resolution, resolution, 3)
-  return img
-
-
-def read_rgb(path):
-  """uint8 [H, W, 3]; greyscale, palette and alpha images are converted to RGB."""
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise UsageError('cannot read image {}: {}; expected a readable jpg/png/webp file'.format(path, e)) from e
-
-
-def serialize_example(img_chw):
-  """StyleGAN2's record format: shape = (C, H, W), data = the raw uint8 bytes in CHW order."""
-  assert img_chw.dtype == np.uint8 and img_chw.ndim == 3
-  return tf.train.Example(features=tf.train.Features(feature={
-    'shape': tf.train.Feature(int64_list=tf.train.Int64List(value=list(img_chw.shape))),
-    'data': tf.train.Feature(bytes_list=tf.train.BytesList(value=[img_chw.tobytes()])),
-  })).SerializeToString()
-
-
-def prepare_lsun(image_dir, out_dir, resolution=256, max_images=None, shuffle=False, seed=123, prefix=None):
-  """Write <out_dir>/<prefix>-rNN.tfrecords from the images under image_dir; returns its path.
+def prepare_lsun(image_dir=None, out_dir=None, resolution=256, max_images=None, shuffle=False, seed=123, prefix=None,
+                 lmdb_dir=None, part_size=10000):
+  """Write <out_dir>/<prefix>-rNN.tfrecords from the images under image_dir or in the LMDB lmdb_dir; returns its path.
 
   Args:
     image_dir: folder searched recursively for .jpg/.jpeg/.png/.webp files.
     out_dir: output folder (created if missing).
     resolution: output size R, a power of two >= 4 (2^NN in the file name).
-    max_images: keep at most this many images (the first ones in path order, or a random subset if shuffle).
-    shuffle: write the images in a random order drawn with `seed` (StyleGAN2's exporter used seed 123).
+    max_images: keep at most this many images (the first ones in path or key order, or a random subset if shuffle).
+    shuffle: write the images in a random order drawn with `seed` (StyleGAN2's exporter used seed 123); image_dir
+      only.
     prefix: file name prefix; default: the name of out_dir, as dataset_tool does.
+    lmdb_dir: an LSUN LMDB directory (data.mdb), instead of image_dir: its entries in key order, written in
+      resumable parts of part_size images (data/lsun_lmdb.py); entries that do not decode are skipped and listed.
   """
   if not isinstance(resolution, int) or resolution < 4 or resolution & (resolution - 1):
     raise UsageError('resolution={!r}; expected a power of two >= 4 (e.g. 256)'.format(resolution))
@@ -84,6 +52,21 @@ def prepare_lsun(image_dir, out_dir, resolution=256, max_images=None, shuffle=Fa
     raise UsageError('max_images={!r}; expected a positive int or None'.format(max_images))
   if not isinstance(seed, int):
     raise UsageError('seed={!r}; expected an int'.format(seed))
+  if (image_dir is None) == (lmdb_dir is None):
+    raise UsageError('give --image_dir (a folder of images) or --lmdb_dir (an LSUN LMDB directory), not {}'.format(
+      'both' if image_dir is not None else 'neither'))
+  if out_dir is None:
+    raise UsageError('give --out_dir, the folder of the TFRecords')
+  prefix = prefix or os.path.basename(os.path.normpath(out_dir))
+  out_path = os.path.join(out_dir, '{}-r{:02d}.tfrecords'.format(prefix, int(np.log2(resolution))))
+  if lmdb_dir is not None:
+    if shuffle:
+      raise UsageError('--shuffle applies to --image_dir; an LMDB is read in its key order, as StyleGAN2 reads it')
+    if not isinstance(part_size, int) or part_size < 1:
+      raise UsageError('part_size={!r}; expected a positive int'.format(part_size))
+    lsun_lmdb.convert_lmdb(lmdb_dir, out_path, resolution=resolution, max_images=max_images, part_size=part_size)
+    return out_path
+
   if not os.path.isdir(image_dir):
     raise UsageError('image_dir={!r} is not a directory; expected a folder of images'.format(image_dir))
   paths = find_images(image_dir)
@@ -94,22 +77,18 @@ def prepare_lsun(image_dir, out_dir, resolution=256, max_images=None, shuffle=Fa
     paths = [paths[i] for i in np.random.RandomState(seed).permutation(len(paths))]
   paths = paths[:max_images]
 
-  prefix = prefix or os.path.basename(os.path.normpath(out_dir))
-  out_path = os.path.join(out_dir, '{}-r{:02d}.tfrecords'.format(prefix, int(np.log2(resolution))))
   tmp_path = out_path + '.incomplete'
   tf.io.gfile.makedirs(out_dir)
   try:
     with tf.io.TFRecordWriter(tmp_path) as writer:
-      for i, path in enumerate(paths):
+      for path in tqdm(paths, unit='img', desc='images -> tfrecords'):
         img = center_crop_resize(read_rgb(path), resolution)
         writer.write(serialize_example(img.transpose(2, 0, 1)))  # HWC -> CHW
-        if (i + 1) % 1000 == 0:
-          tf.logging.info('%d / %d images', i + 1, len(paths))
     tf.io.gfile.rename(tmp_path, out_path, overwrite=True)
   finally:
     if tf.io.gfile.exists(tmp_path):
       tf.io.gfile.remove(tmp_path)
-  tf.logging.info('Wrote %d images of %dx%d to %s', len(paths), resolution, resolution, out_path)
+  print('wrote {} images of {}x{} to {}'.format(len(paths), resolution, resolution, out_path))
   return out_path
 
 

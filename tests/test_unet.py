@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 
 from diffusion_tf import nn, utils
 from diffusion_tf.diffusion_utils_2 import GaussianDiffusion2, get_beta_schedule
-from diffusion_tf.models import unet
+from diffusion_tf.models import configs, unet
 from support.scripts import FIXTURES
 from support.stacks import reference_group_norm
 
@@ -225,3 +225,27 @@ def test_small_model_learns_a_fixed_batch():
   assert step == 300
   assert 0.5 < first < 2.  # predicting ~0 for unit-variance noise
   assert last < 0.1 * first, (first, last)
+
+
+# The channel multipliers the DDPM follow-ups published per image size (improved-diffusion's script_util.py at 64,
+# guided-diffusion's at 128), and the paper's own at 32 and 256.
+PUBLISHED_CH_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}
+
+
+def test_each_resolution_picks_the_model_with_the_published_channel_multipliers():
+  assert {size: configs.CONFIGS[name]['ch_mult'] for size, name in configs.BY_RESOLUTION.items()} == PUBLISHED_CH_MULT
+
+
+@pytest.mark.parametrize('size', [64, 128])  # the paper's 32 and 256: test_variables_are_exactly_the_released_...
+def test_the_64_and_128_models_build_with_attention_at_16_and_in_the_middle(size):
+  config = configs.CONFIGS[configs.BY_RESOLUTION[size]]
+  with tf.Graph().as_default():
+    x = tf.placeholder(tf.float32, [2, size, size, 3])
+    out = unet.model(x, t=tf.placeholder(tf.int32, [2]), y=None, name='model', num_classes=1, out_ch=3, dropout=0.,
+                     **config)
+    assert out.shape.as_list() == [2, size, size, 3]
+    attention = {int(round(math.sqrt(op.outputs[0].shape.as_list()[1])))  # softmax over [B, HW, HW]
+                 for op in tf.get_default_graph().get_operations() if '/attn_' in op.name and op.type == 'Softmax'}
+  lowest = size // 2 ** (len(config['ch_mult']) - 1)
+  assert lowest == 8
+  assert attention == {16, lowest}  # at 16x16 and in the middle block, as the paper's models

@@ -36,6 +36,18 @@ MANUAL = {
                   'files are the images of the npz dump)'),
   'progressive': ('cli/test_scripts_end_to_end.py::test_celebahq_script_with_space_to_depth (progressive.npz: the x_0 '
                   'predictions, the last one the sample)'),
+  # a folder of images and LSUN's LMDB (their module is not a test_flags_* one, so as not to displace the rows of the
+  # flags it also sets, such as --resolution and --out_dir):
+  'data_dir': ('cli/test_folder_commands.py::test_train_sample_simple_eval_and_reproduce_on_a_folder (train reads '
+               'that folder; after it moved, simple_eval, evaluation and reproduce fail without the flag and read the '
+               'moved folder with it; run_celebahq shares the commands.py path, its train checked by '
+               'test_folder_flags_pick_the_model_of_the_resolution_and_bad_ones_fail_before_training)'),
+  'eval_fraction': ('cli/test_folder_commands.py::test_train_sample_simple_eval_and_reproduce_on_a_folder (the '
+                    'held-out count printed, bits/dim over exactly the held-out images, the test statistics\' count)'),
+  'lmdb_dir': ('cli/test_folder_commands.py::test_prepare_lsun_lmdb_dir_writes_every_decodable_entry_in_key_order '
+               '(the records are the LMDB\'s decodable images in key order)'),
+  'part_size': ('cli/test_folder_commands.py::test_prepare_lsun_lmdb_max_images_and_an_interrupted_run_resumes_where_'
+                'it_stopped (parts of 3 images: the rerun writes parts 2 and 3)'),
   'warm_start_model_dir': ('train/test_training.py::test_lsun_warm_start_initialises_every_variable (weights, Adam '
                            'slots, EMA and step continue from the source run)'),
 }

@@ -19,6 +19,8 @@ def train(
     optimizer='adam', total_bs=64, grad_clip=1., lr=2e-5, warmup=5000, num_diffusion_timesteps=1000,
     beta_start=0.0001, beta_end=0.02, beta_schedule='linear', loss_type='noisepred', dropout=0.0, randflip=1,
     block_size=1, tfds_data_dir='tensorflow_datasets', log_dir='logs',
+    # Not in the original: a folder of one's own images (data/folder.py FOLDER_FLAGS).
+    data_dir=None, eval_fraction=0.05,
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
@@ -29,13 +31,16 @@ def train(
   The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
   --bucket_name_prefix, log_dir and tfds_data_dir are inside gs://{bucket_name_prefix}-{region}. An existing run
   directory is resumed from its latest checkpoint. --block_size=b applies space_to_depth(b) before the U-Net and
-  depth_to_space after it. See run_cifar.py train for the run-control flags.
+  depth_to_space after it. --dataset=folder --data_dir=PATH --resolution=R [--eval_fraction]: a folder of one's own
+  images, with the model of that size unless --model_name is given, as in run_cifar.py train. See run_cifar.py train
+  for the run-control flags.
   """
   kwargs = dict(locals())
   celebahq_lsun.validate_train_kwargs(kwargs)
   paths = Paths(bucket_name_prefix, region)
-  ds = catalog.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution)
-  commands.check_model_config(model_name, MODEL_CONFIGS, ds.image_size, block_size=block_size)
+  ds = catalog.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution,
+                           **catalog.folder_args(kwargs))
+  commands.check_model_config(kwargs['model_name'], MODEL_CONFIGS, ds.image_size, block_size=block_size)
   commands.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=celebahq_lsun.exp_name(kwargs),
                                  model_constructor=lambda: _load_model(kwargs, ds))
 
@@ -46,7 +51,7 @@ def evaluation(
     # Not in the original:
     load_ckpt=None, region=None, num_inception_samples=2048, inception_graph=None, stats_dir=None,
     non_ema_pass=False, num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None,
-    full_reference_sets=False):
+    full_reference_sets=False, data_dir=None):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
   training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags as in
   run_cifar.py evaluation.

@@ -19,6 +19,8 @@ def train(
     total_bs=128, grad_clip=1., lr=2e-4, warmup=5000, num_diffusion_timesteps=1000, beta_start=0.0001,
     beta_end=0.02, beta_schedule='linear', model_mean_type='eps', model_var_type='fixedlarge', loss_type='mse',
     dropout=0.1, randflip=1, tfds_data_dir='tensorflow_datasets', log_dir='logs', keep_checkpoint_max=2,
+    # Not in the original: a folder of one's own images (data/folder.py FOLDER_FLAGS).
+    data_dir=None, eval_fraction=0.05,
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
     save_checkpoints_secs=None, iterations_per_loop=2000, ema_decay=0.9999, resolution=None, num_gpus=None,
@@ -33,13 +35,18 @@ def train(
   same command (docs/distributed.md; --worker_timeout_secs bounds the wait for a lost worker). Checkpoints every
   --save_checkpoints_steps steps or --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max;
   --max_steps bounds the run.
-  model_name: unet2d16b2 (the paper's), demo or tiny (small configs); dataset: cifar10 or digits (offline).
+  model_name: unet2d16b2 (the paper's), demo or tiny (small configs), or a model of another size (models/configs.py);
+  dataset: cifar10, digits (offline) or folder: every png/jpg/webp image under --data_dir, centre-cropped and resized
+  to --resolution, which picks the U-Net unless --model_name is given (32: unet2d16b2, 64: unet2d16b2c1234, 128:
+  unet2d16b2c11234, 256: unet2d16b2c112244), with --eval_fraction of them (by a hash of their path) held out as the
+  test split of evaluation, simple_eval and reproduce (docs/scripts.md, "Training on your own images").
   """
   kwargs = dict(locals())
   cifar10.validate_train_kwargs(kwargs)
   paths = Paths(bucket_name_prefix, region)
-  ds = catalog.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution)
-  commands.check_model_config(model_name, MODEL_CONFIGS, ds.image_size)
+  ds = catalog.get_dataset(dataset, tfds_data_dir=paths.resolve(tfds_data_dir), resolution=resolution,
+                           **catalog.folder_args(kwargs))
+  commands.check_model_config(kwargs['model_name'], MODEL_CONFIGS, ds.image_size)
   commands.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=cifar10.exp_name(kwargs),
                                  model_constructor=lambda: _load_model(kwargs, ds))
 
@@ -49,7 +56,8 @@ def evaluation(  # evaluation loop for use during training
     tfds_data_dir='tensorflow_datasets', load_ckpt=None,
     # Not in the original:
     region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
-    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False):
+    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False,
+    data_dir=None):
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
   image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
   against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
@@ -61,7 +69,9 @@ def evaluation(  # evaluation loop for use during training
   --dump_samples_only writes the samples (.npz, arr_0 uint8; into --samples_dir if given) without metrics;
   --non_ema_pass also evaluates the raw weights (prefix eval/). The Inception graph comes from --inception_graph or
   $DIFFUSION_TF_INCEPTION_GRAPH; real-data statistics are cached in --stats_dir (default:
-  <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long without a new checkpoint.
+  <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long without a new checkpoint. A run on a
+  folder of images reads the folder it trained on (or --data_dir, if it moved); its statistics are cached in
+  $DIFFUSION_TF_CACHE/fid_stats (or --stats_dir) under a name that changes with the folder's images.
   """
   commands.evaluation_from_flags(SCRIPT, dict(locals()))
 
@@ -69,7 +79,7 @@ def evaluation(  # evaluation loop for use during training
 def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eval', load_ckpt=None, total_bs=256,
                 tfds_data_dir='tensorflow_datasets',
                 # Not in the original:
-                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000):
+                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000, data_dir=None):
   """Bits/dim or progressive samples of one checkpoint (--load_ckpt: model.ckpt-N in model_dir as in the original,
   a prefix, or default the latest), as .npz in model_dir/simple_eval/.
 
@@ -77,7 +87,8 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
   [N, T], prior [N] and the x_0 mse [N, T] (simple_eval/bpd/); progressive_samples: --num_samples samples (default
   50,000, the original's) with their x_0 predictions along the chain, in parts of 20 batches
   (simple_eval/progressive_samples/; a rerun continues after the parts that exist). --max_batches stops a bpd pass
-  early (the results written so far are kept; a rerun resumes).
+  early (the results written so far are kept; a rerun resumes). --data_dir: where a run on a folder of images finds
+  them now (default: the folder it trained on).
   """
   commands.simple_eval_from_flags(SCRIPT, dict(locals()))
 

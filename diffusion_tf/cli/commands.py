@@ -305,7 +305,8 @@ def evaluation_from_flags(script, flags):
   paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
                                       script.validate_kwargs)
   tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
-  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
+  ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'),
+                            **datasets.folder_args(kwargs, paths.resolve(flags.get('data_dir'))))
   stats_dir = paths.resolve(flags['stats_dir']) or evaluation.default_stats_dir(kwargs['dataset'],
                                                                                 tfds_data_dir=tfds_data_dir)
   evaluate_run(
@@ -320,7 +321,8 @@ def simple_eval_from_flags(script, flags):
   paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
                                       script.validate_kwargs)
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(flags['tfds_data_dir']),
-                            resolution=kwargs.get('resolution'))
+                            resolution=kwargs.get('resolution'),
+                            **datasets.folder_args(kwargs, paths.resolve(flags.get('data_dir'))))
   simple_eval_run(
     model_dir=model_dir, model_constructor=lambda: script.load_model(kwargs, ds), ds=ds, paths=paths,
     **{k: flags[k] for k in ('tpu_name', 'mode', 'load_ckpt', 'total_bs', 'ema', 'max_batches', 'num_gpus', 'seed',

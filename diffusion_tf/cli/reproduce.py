@@ -64,10 +64,10 @@ def make_reproduce_command(script, sample_command):
       checks.check_choice('real_split', real_split, protocol.REAL_SPLITS)
       if bpd:
         raise UsageError('--bpd needs a model; drop it with --real_split')
-      unknown = sorted(set(overrides) - {'dataset', 'resolution'})
+      unknown = sorted(set(overrides) - {'dataset', 'resolution', 'data_dir', 'eval_fraction'})
       if unknown:
-        raise UsageError('{} do(es) not apply to --real_split; expected only --dataset and '
-                                   '--resolution'.format(', '.join('--' + k for k in unknown)))
+        raise UsageError('{} do(es) not apply to --real_split; expected only --dataset, --resolution, --data_dir '
+                         'and --eval_fraction'.format(', '.join('--' + k for k in unknown)))
     elif model_dir is None and checkpoint is None:
       raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
     if real_split is None:  # the run or checkpoint first: a missing one fails before any directory, download or graph
@@ -104,14 +104,17 @@ def make_reproduce_command(script, sample_command):
       with np.load(os.path.join(sample_dir, 'samples.npz')) as f:
         images = f['arr_0']
       dataset_name, image_size = sampling['dataset'], sampling['image_size']
-      sampling['num_diffusion_timesteps'] = _kwargs_of(script, sampling)['num_diffusion_timesteps']
+      data_kwargs = _kwargs_of(script, sampling)
+      sampling['num_diffusion_timesteps'] = data_kwargs['num_diffusion_timesteps']
     else:
       defaults = checks.default_kwargs(script.train_fn)
       dataset_name = overrides.get('dataset', defaults.get('dataset'))
-      image_size = overrides.get('resolution') or catalog.IMAGE_SIZES[dataset_name]
+      data_kwargs = dict(overrides, dataset=dataset_name)
+      image_size = catalog.image_size_of(data_kwargs)
       sampling = {'real_split': real_split, 'dataset': dataset_name, 'image_size': image_size}
     ds = catalog.get_dataset(dataset_name, tfds_data_dir=tfds_data_dir,
-                              resolution=image_size if dataset_name == 'digits' else None)
+                             resolution=image_size if dataset_name in ('digits', 'folder') else None,
+                             **catalog.folder_args(data_kwargs))
     if real_split is not None:
       images = protocol.real_images(ds, real_split)
       if len(images) > num_samples:

@@ -25,6 +25,9 @@ Datasets:
                one tf.train.Example per image with 'shape' int64 [3] = (C, H, W) and 'data' bytes = the raw CHW
                uint8 pixels. `tfr_file` is a path or glob (local or gs://), e.g. lsun/church/church-r08.tfrecords
                (r08: 2^8 = 256 pixels). No test split.
+  folder       the images of a folder of one's own (data/folder.py): every png/jpg/webp file under `data_dir`,
+               centre-cropped and resized to `resolution`; an `eval_fraction` of them (by a hash of their path)
+               is the test split.
   digits       offline demo data: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside the package,
                no network), upsampled bilinearly to 32x32 grey RGB; train = the first 1,500 images, test = the
                other 297.
@@ -40,6 +43,8 @@ import numpy as np
 from .digits import (  # noqa: F401 (this module's names)
   DIGITS_NUM_TRAIN, DIGITS_RESOLUTION, DIGITS_RESOLUTIONS, DigitsDataset, load_digits_images, upsample_bilinear)
 from ..checks import check_choice
+from ..errors import UsageError
+from .folder import DEFAULT_EVAL_FRACTION, FOLDER_FLAGS, FolderDataset  # noqa: F401 (this module's names)
 from .pipeline import (  # noqa: F401 (this module's names)
   _SHUFFLE_BUFFER_BYTES, ImageDataset, _batch_size, _shuffle_buffer_size, input_pipeline, pack)
 from .lsun import LSUN_RESOLUTION, LsunDataset, check_lsun_tfrecords  # noqa: F401 (this module's names)
@@ -48,8 +53,9 @@ from .tfds import (  # noqa: F401 (this module's names)
   place_tfds_download, tfds_prepared_dir, tfds_source_path)
 
 _ImageDataset = ImageDataset
-DATASET_NAMES = ('cifar10', 'celebahq256', 'lsun', 'digits')
-# Each dataset's standard image size (lsun: the paper's 256; its TFRecords may hold another).
+DATASET_NAMES = ('cifar10', 'celebahq256', 'lsun', 'digits', 'folder')
+# Each dataset's standard image size (lsun: the paper's 256; its TFRecords may hold another; folder: none, its
+# resolution is always given).
 IMAGE_SIZES = {'cifar10': _TFDS_SPECS['cifar10'].image_size, 'celebahq256': _TFDS_SPECS['celebahq256'].image_size,
                'lsun': LSUN_RESOLUTION, 'digits': DIGITS_RESOLUTION}
 
@@ -61,16 +67,18 @@ DATASETS = {
 }
 
 
-def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution=None):
+def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution=None, data_dir=None,
+                eval_fraction=DEFAULT_EVAL_FRACTION):
   """The dataset `name` (one of DATASET_NAMES); see the module docstring for the interface.
 
   Args:
-    name: 'cifar10', 'celebahq256', 'lsun' or 'digits'.
+    name: 'cifar10', 'celebahq256', 'lsun', 'digits' or 'folder'.
     tfds_data_dir: tfds data dir for cifar10/celebahq256 (None: ~/tensorflow_datasets); ignored otherwise.
     tfr_file: path or glob of the LSUN TFRecords; required for (and only accepted by) 'lsun'.
     seed: seed of the training shuffle (None: not seeded).
     resolution: expected image size; None accepts the dataset's own (lsun: whatever the TFRecords hold; digits: 32).
-      Must equal it for cifar10 (32) and celebahq256 (256); digits accepts 8, 16, 32 or 64.
+      Must equal it for cifar10 (32) and celebahq256 (256); digits accepts 8, 16, 32 or 64; folder needs it.
+    data_dir, eval_fraction: the folder of images and the fraction held out for evaluation; only for 'folder'.
   Raises:
     ValueError: unknown name, missing or unprepared data, images of the wrong size.
   """
@@ -79,6 +87,11 @@ def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution
   if tfr_file is not None and name != 'lsun':
     raise ValueError('tfr_file={!r} given for dataset {!r}; expected tfr_file only with name=\'lsun\''.format(
       tfr_file, name))
+  if data_dir is not None and name != 'folder':
+    raise ValueError('data_dir={!r} given for dataset {!r}; expected data_dir only with name=\'folder\''.format(
+      data_dir, name))
+  if name == 'folder':
+    return FolderDataset(data_dir, resolution=resolution, eval_fraction=eval_fraction, seed=seed)
   if resolution is not None and (not isinstance(resolution, (int, np.integer)) or resolution < 1):
     raise ValueError('resolution={!r}; expected a positive int or None'.format(resolution))
   if name in _TFDS_SPECS:
@@ -109,4 +122,20 @@ def image_size_of(kwargs):
     return int(kwargs['image_size'])
   if kwargs.get('resolution'):
     return int(kwargs['resolution'])
+  if kwargs.get('dataset') == 'folder':
+    raise UsageError('dataset folder has no standard image size; expected --resolution (e.g. 64)')
   return IMAGE_SIZES[check_choice('dataset', kwargs.get('dataset'), sorted(IMAGE_SIZES))]
+
+
+def folder_args(kwargs, data_dir=None):
+  """get_dataset's folder arguments of a run trained on a folder of images (kwargs: its kwargs.json): {'data_dir',
+  'eval_fraction'}, data_dir replaced by the one given (the images moved); {} for the other datasets."""
+  if kwargs.get('dataset') != 'folder':
+    if data_dir is not None:
+      raise UsageError('--data_dir={} applies to runs on dataset folder; this run trained on {}'.format(
+        data_dir, kwargs.get('dataset')))
+    return {}
+  args = {k: kwargs.get(k, default) for k, default in FOLDER_FLAGS.items()}
+  if data_dir is not None:
+    args['data_dir'] = data_dir
+  return args

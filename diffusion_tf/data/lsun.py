@@ -1,5 +1,5 @@
-"""LSUN as StyleGAN2-format TFRecords (see datasets.py; scripts/prepare_lsun.py writes them): checking the files and
-LsunDataset, their input fns."""
+"""LSUN as StyleGAN2-format TFRecords (see datasets.py; scripts/prepare_lsun.py writes them): their record format,
+checking the files, and LsunDataset, their input fns."""
 
 import os
 import re
@@ -12,6 +12,15 @@ from .pipeline import ImageDataset, _batch_size
 _TFR_RESOLUTION_RE = re.compile(r'-r(\d\d)\.tfrecords$')
 _GLOB_CHARS_RE = re.compile(r'[*?[]')
 LSUN_RESOLUTION = 256  # the paper's LSUN models; the TFRecords name it in their file name (r08: 2^8)
+
+
+def serialize_example(img_chw):
+  """StyleGAN2's record format: shape = (C, H, W), data = the raw uint8 bytes in CHW order."""
+  assert img_chw.dtype == np.uint8 and img_chw.ndim == 3
+  return tf.train.Example(features=tf.train.Features(feature={
+    'shape': tf.train.Feature(int64_list=tf.train.Int64List(value=list(img_chw.shape))),
+    'data': tf.train.Feature(bytes_list=tf.train.BytesList(value=[img_chw.tobytes()])),
+  })).SerializeToString()
 
 
 def _first_tfrecord(path):

@@ -69,6 +69,11 @@ class ImageDataset:
   def _eval_images(self):
     raise NotImplementedError
 
+  def _train_shard(self, count, index, seed=None):
+    """Training images index, index + count, ... of the fixed file order (a subclass may read only those)."""
+    del seed  # the shard is shuffled by train_input_fn's buffer
+    return self._train_images(shuffle=False).shard(count, index)
+
   def _proc_and_batch(self, ds, batch_size):
     """uint8 [H, W, 3] images -> batches of pack(image=int32 [B, H, W, 3], label=zeros [B])."""
     def _process(img):
@@ -92,7 +97,7 @@ class ImageDataset:
       ds = self._train_images(shuffle=True, seed=seed)
       buffer_size = self.shuffle_buffer_size
     else:
-      ds = self._train_images(shuffle=False).shard(count, index)
+      ds = self._train_shard(count, index, seed)
       buffer_size = self.shuffle_buffer_size // count if self.num_train_examples else self.shuffle_buffer_size
     ds = ds.shuffle(max(buffer_size, 1), seed=seed, reshuffle_each_iteration=True).repeat()
     return self._proc_and_batch(ds, batch_size)

@@ -13,9 +13,12 @@ from ..data import catalog
 from ..models import configs, unet
 from . import model
 
-# U-Net configurations by name (models/unet.py): the paper's 256x256 model, and a small one for tests.
-MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in ('unet2d16b2c112244', 'tiny')}
-DATASETS = ('celebahq256', 'cifar10', 'digits')
+# U-Net configurations by name (models/configs.py): the paper's 256x256 model, a small one for tests, and the models
+# of 64x64 and 128x128 images (a folder of images: configs.BY_RESOLUTION; at 32x32, run_cifar.py's model).
+MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in (
+  'unet2d16b2c112244', 'tiny', configs.BY_RESOLUTION[64], configs.BY_RESOLUTION[128])}
+PAPER_MODEL_NAME = 'unet2d16b2c112244'
+DATASETS = ('celebahq256', 'cifar10', 'digits', 'folder')
 
 
 class Model(model.Model):
@@ -108,6 +111,7 @@ def validate_kwargs(kwargs, datasets_allowed=DATASETS):
 
 
 def validate_train_kwargs(kwargs, datasets_allowed=DATASETS):
+  model.check_folder_kwargs(kwargs, PAPER_MODEL_NAME, MODEL_CONFIGS)
   validate_kwargs(kwargs, datasets_allowed)
   checks.check_train_flags(kwargs)
 

@@ -15,9 +15,11 @@ from ..models import configs, unet
 from . import model
 
 # U-Net configurations by name (models/configs.py): 'unet2d16b2' is the paper's; the small ones are for the offline demo
-# and tests.
-MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in ('unet2d16b2', 'demo', 'tiny')}
-DATASETS = ('cifar10', 'digits')
+# and tests; the others the models of other image sizes (a folder of images: configs.BY_RESOLUTION).
+MODEL_CONFIGS = {name: configs.CONFIGS[name] for name in ('unet2d16b2', 'demo', 'tiny') + tuple(
+  sorted(set(configs.BY_RESOLUTION.values()) - {'unet2d16b2'}))}
+PAPER_MODEL_NAME = 'unet2d16b2'
+DATASETS = ('cifar10', 'digits', 'folder')
 
 
 class Model(model.Model):
@@ -100,13 +102,14 @@ def validate_kwargs(kwargs):
   c.check_bool('randflip', kwargs['randflip'])
   if kwargs.get('resolution') is not None:
     c.check_int('resolution', kwargs['resolution'])
-    if kwargs['dataset'] != 'digits' and kwargs['resolution'] != catalog.IMAGE_SIZES[kwargs['dataset']]:
+    if kwargs['dataset'] not in ('digits', 'folder') and kwargs['resolution'] != catalog.IMAGE_SIZES[kwargs['dataset']]:
       raise UsageError('resolution={!r}: {} images are {}x{}; only digits has other sizes'.format(
         kwargs['resolution'], kwargs['dataset'], *[catalog.IMAGE_SIZES[kwargs['dataset']]] * 2))
   checks.check_model_config(kwargs['model_name'], MODEL_CONFIGS, catalog.image_size_of(kwargs))
 
 
 def validate_train_kwargs(kwargs):
+  model.check_folder_kwargs(kwargs, PAPER_MODEL_NAME, MODEL_CONFIGS)
   validate_kwargs(kwargs)
   checks.check_train_flags(kwargs)
 

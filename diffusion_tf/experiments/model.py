@@ -7,9 +7,10 @@ import functools
 import tensorflow.compat.v1 as tf
 
 from .. import inception, utils
-from ..checks import check_choice, check_int, check_number
+from ..checks import check_choice, check_int, check_number, check_str
 from ..diffusion_utils_2 import BETA_SCHEDULES
 from ..errors import UsageError
+from ..models import configs
 
 
 class Model:
@@ -91,3 +92,30 @@ def check_beta_schedule(kwargs):
     raise UsageError('beta_start={!r} is larger than beta_end={!r}; expected beta_start <= beta_end (the {} '
                        'schedule increases from beta_start to beta_end)'.format(
                          kwargs['beta_start'], kwargs['beta_end'], kwargs['beta_schedule']))
+
+
+def check_folder_kwargs(kwargs, paper_model_name, model_configs):
+  """A run on dataset folder (data/folder.py): its data_dir, eval_fraction and resolution, and its U-Net: when
+  model_name is left at the paper's, the model of the resolution (configs.BY_RESOLUTION, if it is one of the
+  script's model_configs), written into kwargs. For the other datasets: no data_dir."""
+  if kwargs.get('dataset') != 'folder':
+    if kwargs.get('data_dir') is not None:
+      raise UsageError('--data_dir={} applies to --dataset=folder; expected no --data_dir with --dataset={}'.format(
+        kwargs['data_dir'], kwargs.get('dataset')))
+    return
+  check_str('data_dir', kwargs.get('data_dir'))
+  check_number('eval_fraction', kwargs.get('eval_fraction', 0.), low=0., high=1., high_inclusive=False)
+  resolution = kwargs.get('resolution')
+  if resolution is None:
+    raise UsageError('--dataset=folder needs --resolution, the training image size (models for {})'.format(
+      ', '.join(map(str, sorted(configs.BY_RESOLUTION)))))
+  check_int('resolution', resolution)
+  if kwargs.get('tpu_name') is not None:
+    raise UsageError('--dataset=folder decodes the images in this Python process, which a Cloud TPU host cannot; '
+                     'write them as TFRecords with scripts/prepare_lsun.py --image_dir and train with run_lsun.py')
+  if kwargs['model_name'] == paper_model_name:
+    sizes = sorted(size for size, name in configs.BY_RESOLUTION.items() if name in model_configs)
+    if resolution not in sizes:
+      raise UsageError('resolution={}: no U-Net configuration of this script for that size; expected one of {} or a '
+                       '--model_name whose levels divide it'.format(resolution, ', '.join(map(str, sizes))))
+    kwargs['model_name'] = configs.BY_RESOLUTION[resolution]

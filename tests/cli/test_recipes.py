@@ -1,4 +1,5 @@
-"""The three scripts are recipes alike: each `train` takes the original's flags with the paper's defaults, then the
+"""The three scripts are recipes alike: each `train` takes the original's flags with the paper's defaults (then, for
+run_cifar.py and run_celebahq.py, the flags of a folder of images, data/folder.py FOLDER_FLAGS), then the
 same run-control flags (cli/commands.py RUN_CONTROL_FLAGS) with the same defaults, and every command the original
 script had is there, defined in the package (diffusion_tf/cli/<dataset>.py) rather than in the script."""
 
@@ -7,6 +8,7 @@ import inspect
 import pytest
 
 from diffusion_tf.cli import commands
+from diffusion_tf.data import folder
 from support.scripts import load_script
 from test_original_api import API_FILE, _parse_api
 
@@ -14,6 +16,9 @@ RECIPES = {'run_cifar': 'diffusion_tf.cli.cifar10', 'run_celebahq': 'diffusion_t
            'run_lsun': 'diffusion_tf.cli.lsun'}
 # The one default a recipe sets apart from the table: the original run_cifar trained with 2000 iterations per loop.
 RECIPE_DEFAULTS = {'run_cifar': {'iterations_per_loop': 2000}}
+# The recipes that train on a folder of images take its flags (data/folder.py FOLDER_FLAGS) right after the
+# original's own.
+FOLDER_RECIPES = ('run_cifar', 'run_celebahq')
 
 
 def _original_train_parameters(script):
@@ -30,6 +35,11 @@ def test_train_takes_the_originals_flags_then_the_run_control_flags_with_their_d
   original = _original_train_parameters(script)
   assert list(params)[:len(original)] == original
   rest = [name for name in params if name not in original]
+  folder_flags = list(folder.FOLDER_FLAGS) if script in FOLDER_RECIPES else []
+  assert rest[:len(folder_flags)] == folder_flags
+  for name in folder_flags:
+    assert params[name].default == folder.FOLDER_FLAGS[name], (script, name)
+  rest = rest[len(folder_flags):]
   expected = [name for name in commands.RUN_CONTROL_FLAGS if name not in original]
   assert rest == expected, 'run-control flags of {} train: {}; expected {}'.format(script, rest, expected)
   for name in expected:

@@ -4,6 +4,7 @@ make_tiny_cifar10(data_dir, ...): a cifar-10-binary.tar.gz look-alike placed in 
   get_dataset('cifar10', tfds_data_dir=data_dir) runs the real tfds builder without network.
 make_tiny_lsun(path, n, resolution): a StyleGAN2-format TFRecord file, for get_dataset('lsun', tfr_file=path).
 block_network(monkeypatch): make any socket connection or DNS lookup fail (and record the attempt).
+make_digit_folder(root, ...): the embedded digits as PNG files in nested folders, for get_dataset('folder').
 """
 
 import io
@@ -90,3 +91,39 @@ def block_network(monkeypatch):
   monkeypatch.setattr(socket.socket, 'connect_ex', _connect)
   monkeypatch.setattr(socket, 'getaddrinfo', _getaddrinfo)
   return attempts
+
+
+def make_digit_folder(root, n=40, resolution=8, grey=True, rgba=True, corrupt=False):
+  """A folder of the embedded digits (data/digits.py) as image files for get_dataset('folder', data_dir=root):
+  n RGB PNGs spread over nested folders (a/, b/, b/c/, some with upper-case .PNG), plus (grey) one 8-bit grey PNG,
+  (rgba) one RGBA PNG whose alpha is not 255, (corrupt) a text file named bad.png and a PNG cut in half.
+
+  Returns {path: uint8 [R, R, 3], the RGB image that file holds} of the readable files.
+  """
+  from PIL import Image
+  from diffusion_tf.data.digits import load_digits_images
+  images = load_digits_images(resolution)
+  expected = {}
+  for i in range(n):
+    folder = os.path.join(root, ['a', 'b', os.path.join('b', 'c')][i % 3])
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, '{:03d}.{}'.format(i, 'PNG' if i % 7 == 3 else 'png'))
+    Image.fromarray(images[i]).save(path, format='PNG')
+    expected[path] = images[i]
+  if grey:
+    path = os.path.join(root, 'a', 'grey.png')
+    Image.fromarray(images[n][..., 0], 'L').save(path)
+    expected[path] = images[n]
+  if rgba:
+    path = os.path.join(root, 'b', 'c', 'rgba.png')
+    rgba_image = np.concatenate([255 - images[n + 1], np.full_like(images[n + 1][..., :1], 100)], axis=-1)
+    Image.fromarray(rgba_image, 'RGBA').save(path)
+    expected[path] = 255 - images[n + 1]
+  if corrupt:
+    with open(os.path.join(root, 'a', 'bad.png'), 'w') as f:
+      f.write('not an image')
+    buf = io.BytesIO()
+    Image.fromarray(images[n + 2]).save(buf, format='PNG')
+    with open(os.path.join(root, 'b', 'cut.png'), 'wb') as f:
+      f.write(buf.getvalue()[:len(buf.getvalue()) // 2])
+  return expected
