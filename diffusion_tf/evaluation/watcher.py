@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import inception, utils
+from .. import checks, inception, utils
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic
 from ..runs import checkpoint_recovery
@@ -141,12 +141,9 @@ class EvalWorker:
                stats_name=None, num_gpus=None, reference='original', printer=print):
     """inception_bs: images per run of the Inception graph (the scripts pass total_bs, as the original; the original
     also drew the metrics' samples in batches of inception_bs, here they are drawn in batches of total_bs)."""
-    if not isinstance(num_inception_samples, int) or num_inception_samples < 2:
-      raise UsageError('num_inception_samples={!r}; expected an integer >= 2'.format(num_inception_samples))
-    if not isinstance(inception_bs, int) or isinstance(inception_bs, bool) or inception_bs < 1:
-      raise UsageError('inception_bs={!r}; expected a positive integer'.format(inception_bs))
-    if not isinstance(limit_dataset_size, int) or isinstance(limit_dataset_size, bool) or limit_dataset_size < 0:
-      raise UsageError('limit_dataset_size={!r}; expected an integer >= 0 (0: no limit)'.format(limit_dataset_size))
+    checks.check_int('num_inception_samples', num_inception_samples, minimum=2)
+    checks.check_int('inception_bs', inception_bs)
+    checks.check_int('limit_dataset_size', limit_dataset_size, minimum=0)  # 0: no limit
     if reference not in self.REFERENCES:
       raise UsageError('reference={!r}; expected one of {}'.format(reference, ', '.join(self.REFERENCES)))
     self.model_constructor = model_constructor

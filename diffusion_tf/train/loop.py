@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import utils
+from .. import checks, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError
 from . import preemption, summaries as tpu_summaries, hooks as training_hooks
 from ..runs import run_lock
@@ -172,22 +172,14 @@ def run_training(
     if log_dir is None or exp_name is None:
       raise UsageError('run_training needs model_dir, or log_dir and exp_name')
     model_dir = make_model_dir(log_dir, exp_name, date_str)
-  if save_checkpoints_steps is not None and save_checkpoints_secs is not None:
-    raise UsageError('give save_checkpoints_steps or save_checkpoints_secs, not both')
+  checks.check_run_settings(dict(
+    optimizer=optimizer, total_bs=total_bs, grad_clip=grad_clip, lr=lr, warmup=warmup, ema_decay=ema_decay,
+    keep_checkpoint_max=keep_checkpoint_max, iterations_per_loop=iterations_per_loop, log_every_steps=log_every_steps,
+    save_summary_steps=save_summary_steps, worker_timeout_secs=worker_timeout_secs, max_steps=max_steps,
+    save_checkpoints_steps=save_checkpoints_steps, save_checkpoints_secs=save_checkpoints_secs,
+    max_train_secs=max_train_secs, seed=seed))
   if save_checkpoints_steps is None and save_checkpoints_secs is None:
     save_checkpoints_secs = 1600
-  for name, value in [('save_checkpoints_steps', save_checkpoints_steps),
-                      ('save_checkpoints_secs', save_checkpoints_secs), ('keep_checkpoint_max', keep_checkpoint_max),
-                      ('iterations_per_loop', iterations_per_loop), ('max_steps', max_steps),
-                      ('save_summary_steps', save_summary_steps), ('log_every_steps', log_every_steps),
-                      ('max_train_secs', max_train_secs)]:
-    if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
-      raise UsageError('{}={!r}; expected a positive integer'.format(name, value))
-  if not isinstance(worker_timeout_secs, (int, float)) or isinstance(worker_timeout_secs, bool) or not (
-      worker_timeout_secs > 0):
-    raise UsageError('worker_timeout_secs={!r}; expected a positive number of seconds'.format(worker_timeout_secs))
-  if not 0. <= ema_decay < 1.:
-    raise UsageError('ema_decay={!r}; expected a number in [0, 1)'.format(ema_decay))
 
   dist = distribution or choose_distribution(tpu_name=tpu, zone=zone, project=project, num_gpus=num_gpus,
                                              num_cpu_replicas=num_cpu_replicas,
