@@ -20,7 +20,7 @@ from ..checks import (  # noqa: F401 (the scripts' names)
   default_kwargs)
 from ..data.catalog import IMAGE_SIZES, DatasetInfo, image_size_of  # noqa: F401 (the scripts' names)
 from ..sampler_schedules import SAMPLERS
-from ..runs.paths import Paths, check_writable_dir
+from ..runs.paths import Paths, check_writable_dir, refuse_overwrite
 from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # noqa: F401 (the scripts' names)
 from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
 
@@ -151,10 +151,7 @@ def make_sample_command(script):
     final_files = (['progressive.png', 'progressive.npz'] if progressive else
                    ['grid.png', 'samples.npz' if output_type == 'npz' else 'images'])
     final_files.append('info.json')
-    existing = [f for f in final_files if tf.io.gfile.exists(os.path.join(out_dir, f))]
-    if existing:
-      raise UsageError('{} already holds {}; sample dumps never overwrite: choose another --out_dir or move the '
-                         'old files away'.format(out_dir, ', '.join(existing)))
+    refuse_overwrite(out_dir, final_files, '`sample`')
     check_writable_dir(out_dir, 'out_dir')
     dist = devices.choose_distribution(num_gpus=num_gpus)
     batch_size = min(batch_size, num_samples) if progressive else batch_size

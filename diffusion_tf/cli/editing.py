@@ -20,7 +20,7 @@ from .. import checks, utils
 from ..data import catalog
 from ..errors import UsageError
 from ..runs import devices, run_dir
-from ..runs.paths import check_writable_dir
+from ..runs.paths import check_writable_dir, refuse_overwrite
 from ..generate.seeded import SeededNoise, run_seeded
 
 
@@ -74,11 +74,8 @@ def _default_out_dir(model_dir, ckpt, name):
   return os.path.join(model_dir or os.path.dirname(ckpt), name)
 
 
-def _check_fresh(out_dir, files):
-  existing = [f for f in files if tf.io.gfile.exists(os.path.join(out_dir, f))]
-  if existing:
-    raise UsageError('{} already holds {}; outputs are never overwritten: choose another --out_dir'.format(
-      out_dir, ', '.join(existing)))
+def _check_fresh(out_dir, files, command):
+  refuse_overwrite(out_dir, files, command)
   check_writable_dir(out_dir, 'out_dir')
 
 
@@ -116,7 +113,7 @@ def make_interpolate_command(script):
         t, T, T))
     x1, x2 = (read_image(p, ds_info.image_size, flag) for p, flag in [(image1, 'image1'), (image2, 'image2')])
     out_dir = out_dir or _default_out_dir(model_dir, ckpt, 'interpolate_t{}_seed{}'.format(t, seed))
-    _check_fresh(out_dir, ['interpolation.png', 'interpolation.npz', 'info.json'])
+    _check_fresh(out_dir, ['interpolation.png', 'interpolation.npz', 'info.json'], '`interpolate`')
     lams = lambdas(num_lambdas)
     print('interpolating {} and {} at t={} ({} weights, {} values of lambda) -> {}'.format(
       image1, image2, t, 'EMA' if ema else 'raw', num_lambdas, out_dir))
@@ -177,7 +174,7 @@ def make_trajectory_command(script):
       raise UsageError('num_frames={} exceeds the {} images of a chain of num_diffusion_timesteps={}'.format(
         num_frames, T + 1, T))
     out_dir = out_dir or _default_out_dir(model_dir, ckpt, 'trajectory_seed{}_n{}'.format(seed, num_samples))
-    _check_fresh(out_dir, ['trajectory.png', 'trajectory.npz', 'info.json'])
+    _check_fresh(out_dir, ['trajectory.png', 'trajectory.npz', 'info.json'], '`denoising_trajectory`')
     print('{} denoising trajectories ({} weights) -> {}'.format(num_samples, 'EMA' if ema else 'raw', out_dir))
     with tf.Graph().as_default():
       model = script.load_model(kwargs, ds_info)

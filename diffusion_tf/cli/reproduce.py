@@ -118,7 +118,7 @@ def make_reproduce_command(script, sample_command):
 
     # -- the numbers
     stats_dir = stats_dir or watcher.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
-    refs = protocol.reference_stats(ds, extractor, stats_dir)
+    refs = watcher.reference_statistics(ds, extractor, stats_dir, max_images=50000)
     print('measuring {} images with {} ({}) against {}'.format(
       len(images), features, extractor.graph_sha256[:12], ', '.join(path for _, path in refs.values())))
     result_metrics = protocol.measure(images, extractor, refs, num_splits=num_splits)

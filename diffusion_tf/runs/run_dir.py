@@ -4,7 +4,6 @@ newest readable one, resolving a --checkpoint / --load_ckpt flag, reading the st
 
 import json
 import os
-import re
 import sys
 
 import tensorflow.compat.v1 as tf
@@ -92,8 +91,7 @@ def checkpoint_step(ckpt):
   reader = tf.train.load_checkpoint(ckpt)
   if reader.has_tensor('global_step'):
     return int(reader.get_tensor('global_step'))
-  match = re.search(r'-(\d+)$', ckpt)
-  return int(match.group(1)) if match else 0
+  return checkpoint_recovery.step_in_name(ckpt, default=0)
 
 
 def restore_weights(sess, ckpt, *, ema, var_list=None):
