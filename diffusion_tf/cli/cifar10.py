@@ -82,6 +82,7 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
 
 
 SCRIPT = commands._Script(name='run_cifar.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
+                              validate_kwargs=_validate_kwargs,
+                              model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)
 reproduce = reproduce_command.make_reproduce_command(SCRIPT, sample)

@@ -4,14 +4,13 @@
 
 import os
 
-import tensorflow.compat.v1 as tf
-
-from .. import provenance, samplers
+from .. import samplers
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic  # noqa: F401 (also the scripts' names)
 from ..data import catalog as datasets
 from ..runs import devices, run_dir
 from ..evaluation import watcher as evaluation, simple_eval as simple_eval_worker
+from ..experiments import model_source
 from ..generate import dump, shards as sample_shards
 from ..train import loop as training
 from .runner import quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
@@ -20,22 +19,56 @@ from ..checks import (  # noqa: F401 (the scripts' names)
   default_kwargs)
 from ..data.catalog import IMAGE_SIZES, DatasetInfo, image_size_of  # noqa: F401 (the scripts' names)
 from ..sampler_schedules import SAMPLERS
-from ..runs.paths import Paths, check_writable_dir, refuse_overwrite
+from ..runs.paths import Paths
 from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # noqa: F401 (the scripts' names)
 from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
 
-OUTPUT_TYPES = ('png', 'npz')
+OUTPUT_TYPES = dump.OUTPUT_TYPES
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The `sample` subcommand
 
 class _Script:
-  """What `sample` needs from a script: its train() (for defaults and accepted keys), how to build its Model from
-  kwargs, and how to validate kwargs."""
+  """What the commands that read a checkpoint need from a script: its train() (for defaults and accepted keys), how
+  to build its Model from kwargs, how to validate kwargs, and its U-Net configurations by name."""
 
-  def __init__(self, *, name, train_fn, load_model, validate_kwargs):
+  def __init__(self, *, name, train_fn, load_model, validate_kwargs, model_configs):
     self.name, self.train_fn, self.load_model, self.validate_kwargs = name, train_fn, load_model, validate_kwargs
+    self.model_configs = model_configs
+
+
+def _check_sampler_flags(*, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps, skip_type,
+                         progressive):
+  """The sampler's flags checked on their own (before the model's T is known); returns them normalized."""
+  check_choice('sampler', sampler, SAMPLERS)
+  check_int('num_inference_steps', num_inference_steps, allow_none=True)
+  check_number('eta', eta, low=0.)
+  use_clipped_model_output = check_bool('use_clipped_model_output', use_clipped_model_output)
+  skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
+  check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
+  for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
+                                   ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
+                                    'ddim'),
+                                   ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
+    if set_ and sampler != owner:
+      raise UsageError('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
+        flag, value, sampler, owner))
+  if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
+    raise UsageError('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
+                     '--skip_type')
+  return dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+              use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
+
+
+def _resolve_steps(T, options):
+  """The sampler's number of network calls for a model of T steps: --num_inference_steps, or for ddim/pndm their
+  default (samplers.resolve_sampler_options); None for the original ddpm sampler over all T steps."""
+  if options['num_inference_steps'] is not None and options['num_inference_steps'] > T:
+    raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
+      options['num_inference_steps'], T))
+  resolved = samplers.resolve_sampler_options(T, **options)  # raises ValueError on a bad combination
+  return options['num_inference_steps'] if options['sampler'] == 'ddpm' else resolved
 
 
 def make_sample_command(script):
@@ -74,106 +107,32 @@ def make_sample_command(script):
         _shard<i>of<n>); merge the n shard directories with scripts/merge_samples.py into the very samples.npz that
         one run without --shard gives. Needs --output_type=npz.
     """
-    # -- flags
     check_int('num_samples', num_samples)
     check_int('batch_size', batch_size)
-    check_choice('sampler', sampler, SAMPLERS)
-    check_int('num_inference_steps', num_inference_steps, allow_none=True)
-    check_number('eta', eta, low=0.)
-    use_clipped_model_output = check_bool('use_clipped_model_output', use_clipped_model_output)
-    skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
     check_int('seed', seed, minimum=0)
     check_choice('output_type', output_type, OUTPUT_TYPES)
-    check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
     ema, progressive = check_bool('ema', ema), check_bool('progressive', progressive)
+    options = _check_sampler_flags(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+                                   use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+                                   skip_type=skip_type, progressive=progressive)
     shard = sample_shards.parse_shard(shard)
     if shard and (progressive or output_type != 'npz'):
       raise UsageError('--shard={}/{} with {}; expected --output_type=npz and no --progressive (shards are merged as '
-                         '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
-    train_defaults = default_kwargs(script.train_fn)
-    unknown = sorted(set(overrides) - set(train_defaults))
-    if unknown:
-      raise UsageError('unknown flag(s) for sample: {}; expected sample flags or training kwargs such as '
-                         '--model_name, --dataset'.format(', '.join('--' + k for k in unknown)))
-    for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
-                                     ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
-                                      'ddim'),
-                                     ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
-      if set_ and sampler != owner:
-        raise UsageError('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
-          flag, value, sampler, owner))
-    if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
-      raise UsageError('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
-                         '--skip_type')
+                       '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
     if model_dir is None and checkpoint is None:
       raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
     paths = Paths(bucket_name_prefix, region)
     model_dir, checkpoint, out_dir = paths.resolve(model_dir), paths.resolve(checkpoint), paths.resolve(out_dir)
-
-    if model_dir is not None and not tf.io.gfile.isdir(model_dir):
-      raise UsageError('model_dir={!r} does not exist; expected a training run directory'.format(model_dir))
-    ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
-    kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
-    if kwargs is None:
-      kwargs = dict(train_defaults)
-      print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
-    kwargs = dict(kwargs, **overrides)
-    script.validate_kwargs(kwargs)
-    T = int(kwargs['num_diffusion_timesteps'])
-    if num_inference_steps is not None and num_inference_steps > T:
-      raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
-        num_inference_steps, T))
-    resolved_steps = samplers.resolve_sampler_options(  # raises ValueError on a bad combination
-      T, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-      use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
-    if sampler != 'ddpm':
-      num_inference_steps = resolved_steps
-    ds_info = DatasetInfo(image_size_of(kwargs))
-    step = run_dir.checkpoint_step(ckpt)
-
-    steps_tag = '' if num_inference_steps is None else str(num_inference_steps)
-    eta_tag = '_eta{:g}'.format(eta) if sampler == 'ddim' else ''
-    eta_tag += '_clipped' if use_clipped_model_output else ''
-    eta_tag += '_noprk' if skip_prk_steps else ''
-    eta_tag += '_' + skip_type if skip_type != 'uniform' else ''
-    if out_dir is None:
-      base = model_dir or os.path.dirname(ckpt)
-      out_dir = os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}{}'.format(
-        os.path.basename(ckpt), sampler, steps_tag, eta_tag, 'ema' if ema else 'noema', seed, num_samples,
-        '_progressive' if progressive else '', '_shard{}of{}'.format(*shard) if shard else ''))
-    settings = dict(checkpoint=ckpt, step=step, kwargs_json=kwargs_path, ema=ema, sampler=sampler,
-                    num_inference_steps=num_inference_steps, eta=eta,
-                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                    skip_type=skip_type, seed=seed, batch_size=batch_size,
-                    num_samples=num_samples, progressive=progressive, overrides=overrides,
-                    dataset=kwargs.get('dataset'), image_size=ds_info.image_size,
-                    provenance=provenance.read_provenance(ckpt))
-    final_files = (['progressive.png', 'progressive.npz'] if progressive else
-                   ['grid.png', 'samples.npz' if output_type == 'npz' else 'images'])
-    final_files.append('info.json')
-    refuse_overwrite(out_dir, final_files, '`sample`')
-    check_writable_dir(out_dir, 'out_dir')
-    dist = devices.choose_distribution(num_gpus=num_gpus)
-    batch_size = min(batch_size, num_samples) if progressive else batch_size
-    dist.check_batch_size(batch_size, 'batch_size')
-    if shard and shard[1] > -(-num_samples // batch_size):
-      raise UsageError('--shard={}/{}: {} samples in batches of {} are only {} batch(es); expected at most that many '
-                         'shards'.format(shard[0], shard[1], num_samples, batch_size, -(-num_samples // batch_size)))
-    if shard:  # what the shards of one dump must share (sample_shards.RUN_KEYS)
-      settings.update(shard=list(shard), num_replicas=dist.num_replicas, model_kwargs=kwargs,
-                      checkpoint_sha256=sample_shards.checkpoint_sha256(ckpt))
-
-    print('sampling {} images from {} (step {}, {} weights) with {}{} -> {}'.format(
-      batch_size if progressive else num_samples, ckpt, step, 'EMA' if ema else 'raw', sampler,
-      '' if num_inference_steps is None else ' ({} steps)'.format(num_inference_steps), out_dir))
-    if progressive:
-      dump.progressive(script.load_model, kwargs, ds_info, ckpt, ema, batch_size, seed, out_dir, settings, dist)
-    else:
-      dump.dump_samples(script.load_model, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings,
-                        dist,
-                    output_type=output_type, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                    skip_type=skip_type, shard=shard)
+    source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='sample')
+    options['num_inference_steps'] = _resolve_steps(int(source.kwargs['num_diffusion_timesteps']), options)
+    out_dir = out_dir or dump.default_out_dir(
+      model_dir or os.path.dirname(source.checkpoint), source.checkpoint, ema=ema, seed=seed,
+      num_samples=num_samples, progressive=progressive, shard=shard, **options)
+    sample_dump = dump.SampleDump(
+      source, script.load_model, out_dir, num_samples=num_samples, batch_size=batch_size, seed=seed, ema=ema,
+      output_type=output_type, progressive=progressive, shard=shard, overrides=overrides,
+      dist=devices.choose_distribution(num_gpus=num_gpus), **options)
+    sample_dump.run()
 
   sample.__doc__ = sample.__doc__.replace('this script', script.name)
   return sample

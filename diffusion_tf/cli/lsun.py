@@ -101,5 +101,6 @@ def evaluation(
 
 
 SCRIPT = commands._Script(name='run_lsun.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
+                              validate_kwargs=_validate_kwargs,
+                              model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)
