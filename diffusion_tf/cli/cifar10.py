@@ -49,7 +49,8 @@ def evaluation(  # evaluation loop for use during training
     tfds_data_dir='tensorflow_datasets', load_ckpt=None,
     # Not in the original:
     region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
-    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False):
+    num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False,
+    dataset=None):
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
   image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
   against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
@@ -61,6 +62,8 @@ def evaluation(  # evaluation loop for use during training
   --non_ema_pass also evaluates the raw weights (prefix eval/). The Inception graph comes from --inception_graph or
   $DIFFUSION_TF_INCEPTION_GRAPH; real-data statistics are cached in --stats_dir (default:
   <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long without a new checkpoint.
+  model_dir may also be a converted checkpoint's directory (scripts/convert_diffusers_checkpoint.py to_tf: its
+  unet_hparams.json gives the U-Net); --dataset then says which data it is measured on (default cifar10).
   """
   commands.evaluation_from_flags(SCRIPT, dict(locals()))
 
@@ -68,7 +71,7 @@ def evaluation(  # evaluation loop for use during training
 def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eval', load_ckpt=None, total_bs=256,
                 tfds_data_dir='tensorflow_datasets',
                 # Not in the original:
-                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000):
+                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000, dataset=None):
   """Bits/dim or progressive samples of one checkpoint (--load_ckpt: model.ckpt-N in model_dir as in the original,
   a prefix, or default the latest), as .npz in model_dir/simple_eval/.
 
@@ -76,7 +79,8 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
   [N, T], prior [N] and the x_0 mse [N, T] (simple_eval/bpd/); progressive_samples: --num_samples samples (default
   50,000, the original's) with their x_0 predictions along the chain, in parts of 20 batches
   (simple_eval/progressive_samples/; a rerun continues after the parts that exist). --max_batches stops a bpd pass
-  early (the results written so far are kept; a rerun resumes).
+  early (the results written so far are kept; a rerun resumes). A converted checkpoint's directory and --dataset
+  work as for `evaluation`.
   """
   commands.simple_eval_from_flags(SCRIPT, dict(locals()))
 

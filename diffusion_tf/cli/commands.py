@@ -182,14 +182,16 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     warm_start_from=warm_start_from)
 
 
-def load_run(model_dir, bucket_name_prefix, region, validate_kwargs):
-  """(paths, model_dir, kwargs) of a training run named on the command line: its directory resolved (inside the
-  bucket with --bucket_name_prefix) and its kwargs.json checked by the script's validate_kwargs."""
+def load_run(script, model_dir, bucket_name_prefix, region, *, command, overrides=None):
+  """(paths, model_dir, kwargs) of the run an `evaluation` or `simple_eval` command reads: its directory resolved
+  (inside the bucket with --bucket_name_prefix) and its kwargs (its kwargs.json, or a converted checkpoint's
+  unet_hparams.json: experiments.model_source) with the flags `overrides`, checked by the script's
+  validate_kwargs."""
   paths = Paths(bucket_name_prefix, region)
   model_dir = paths.resolve(model_dir)
-  kwargs = run_dir.load_train_kwargs(model_dir)
-  validate_kwargs(kwargs)
-  return paths, model_dir, kwargs
+  source = model_source.resolve_model_source(script, model_dir, None, overrides or {}, command=command,
+                                             allow_defaults=False, need_checkpoint=False)
+  return paths, model_dir, source.kwargs
 
 
 def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
@@ -240,11 +242,16 @@ def simple_eval_run(*, model_dir, model_constructor, ds, paths, tpu_name, mode, 
 # `evaluation` and `simple_eval` of a run trained on a tfds data set (run_cifar.py, run_celebahq.py): the scripts
 # pass their flags (dict(locals())) and their _Script
 
+def _dataset_flag(flags):
+  """--dataset of `evaluation` / `simple_eval`: which data a converted checkpoint (no kwargs.json) is measured on."""
+  return {} if flags.get('dataset') is None else {'dataset': flags['dataset']}
+
+
 def evaluation_from_flags(script, flags):
   """The `evaluation` command of a script whose runs read tfds data (tfds_data_dir): flags are its keyword
   arguments; reference statistics default to <tfds_data_dir>/fid_stats."""
-  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
-                                      script.validate_kwargs)
+  paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      command='evaluation', overrides=_dataset_flag(flags))
   tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'))
   stats_dir = paths.resolve(flags['stats_dir']) or evaluation.default_stats_dir(kwargs['dataset'],
@@ -258,8 +265,8 @@ def evaluation_from_flags(script, flags):
 
 def simple_eval_from_flags(script, flags):
   """The `simple_eval` command of a script whose runs read tfds data: flags are its keyword arguments."""
-  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
-                                      script.validate_kwargs)
+  paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      command='simple_eval', overrides=_dataset_flag(flags))
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(flags['tfds_data_dir']),
                             resolution=kwargs.get('resolution'))
   simple_eval_run(

@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from .. import checks, utils
-from ..data import catalog
+from ..experiments import model_source
 from ..errors import UsageError
 from ..runs import devices, run_dir
 from ..runs.paths import check_writable_dir, refuse_overwrite
@@ -49,25 +49,6 @@ def read_image(path, image_size, flag):
     raise UsageError('--{}={!r} is {}x{}; expected an image of the model\'s size {}x{}'.format(
       flag, path, arr.shape[1], arr.shape[0], image_size, image_size))
   return arr
-
-
-def _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides):
-  """(checkpoint prefix, training kwargs, DatasetInfo) for a command that reads one checkpoint."""
-  train_defaults = checks.default_kwargs(script.train_fn)
-  unknown = sorted(set(overrides) - set(train_defaults))
-  if unknown:
-    raise UsageError('unknown flag(s): {}; expected the command\'s flags or training kwargs such as '
-                       '--model_name'.format(', '.join('--' + k for k in unknown)))
-  if model_dir is None and checkpoint is None:
-    raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
-  ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
-  kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
-  if kwargs is None:
-    kwargs = dict(train_defaults)
-    print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
-  kwargs = dict(kwargs, **overrides)
-  script.validate_kwargs(kwargs)
-  return ckpt, kwargs, kwargs_path, catalog.DatasetInfo(catalog.image_size_of(kwargs))
 
 
 def _default_out_dir(model_dir, ckpt, name):
@@ -106,7 +87,8 @@ def make_interpolate_command(script):
     checks.check_int('num_lambdas', num_lambdas, minimum=2)
     checks.check_int('seed', seed, minimum=0)
     ema = checks.check_bool('ema', ema)
-    ckpt, kwargs, kwargs_path, ds_info = _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides)
+    source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='interpolate')
+    ckpt, kwargs, ds_info = source.checkpoint, source.kwargs, source.ds_info
     T = int(kwargs['num_diffusion_timesteps'])
     if t >= T:
       raise UsageError('t={} is not below the model\'s num_diffusion_timesteps={}; expected 0 <= t < {}'.format(
@@ -135,7 +117,8 @@ def make_interpolate_command(script):
     utils.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
     utils.save_tiled_imgs(os.path.join(out_dir, 'interpolation.png'), row, num_col=len(row))
     utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=source.kwargs_json, kwargs_from=source.origin,
+      ema=ema,
       image1=os.path.abspath(str(image1)), image2=os.path.abspath(str(image2)), t=t, lambdas=lams.tolist(),
       seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'interpolation.png')))
@@ -168,7 +151,9 @@ def make_trajectory_command(script):
     checks.check_int('repeat_noise_steps', repeat_noise_steps, minimum=-1)
     checks.check_int('seed', seed, minimum=0)
     ema = checks.check_bool('ema', ema)
-    ckpt, kwargs, kwargs_path, ds_info = _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides)
+    source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides,
+                                               command='denoising_trajectory')
+    ckpt, kwargs, ds_info = source.checkpoint, source.kwargs, source.ds_info
     T = int(kwargs['num_diffusion_timesteps'])
     if num_frames > T + 1:
       raise UsageError('num_frames={} exceeds the {} images of a chain of num_diffusion_timesteps={}'.format(
@@ -193,7 +178,8 @@ def make_trajectory_command(script):
     utils.save_tiled_imgs(os.path.join(out_dir, 'trajectory.png'), seq.reshape(-1, *seq.shape[2:]),
                           num_col=len(frames))
     utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=source.kwargs_json, kwargs_from=source.origin,
+      ema=ema,
       num_samples=num_samples, frames=frames.tolist(), times=times[frames].tolist(),
       repeat_noise_steps=repeat_noise_steps, seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'trajectory.png')))

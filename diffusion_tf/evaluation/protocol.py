@@ -10,6 +10,7 @@ printed as such next to the measured row.
 
 import numpy as np
 
+from .. import provenance
 from . import metrics
 from . import watcher as evaluation, reference_stats as fid_stats
 
@@ -98,5 +99,6 @@ def row_label(sampling):
     extras.append('eta {:g}'.format(sampling.get('eta', 0.)))
   if sampling.get('skip_type', 'uniform') != 'uniform':
     extras.append(sampling['skip_type'])
-  return '{}-{}{}, {} weights, step {}'.format(name, steps, ' ({})'.format(', '.join(extras)) if extras else '',
-                                               'EMA' if sampling.get('ema') else 'non-EMA', sampling.get('step'))
+  return '{}-{}{}, {}, step {}'.format(name, steps, ' ({})'.format(', '.join(extras)) if extras else '',
+                                       provenance.weights_label(sampling.get('ema'), sampling.get('provenance')),
+                                       sampling.get('step'))

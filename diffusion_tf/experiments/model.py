@@ -19,9 +19,12 @@ UNET_KEYS = ('ch', 'ch_mult', 'num_res_blocks', 'attn_resolutions')
 CONVERTED = 'converted'
 
 
-def same_unet(a, b):
-  """Whether two U-Net configurations (dicts of UNET_KEYS; tuples or lists) describe the same architecture."""
-  norm = lambda c: tuple(tuple(c[k]) if isinstance(c[k], (list, tuple)) else c[k] for k in UNET_KEYS)
+def same_unet(a, b, image_size):
+  """Whether two U-Net configurations (dicts of UNET_KEYS; tuples or lists) build the same network for images of
+  image_size: attention resolutions that no level of the U-Net reaches make no difference."""
+  def norm(c):
+    levels = {image_size // 2 ** i for i in range(len(c['ch_mult']))}
+    return (c['ch'], tuple(c['ch_mult']), c['num_res_blocks'], tuple(sorted(set(c['attn_resolutions']) & levels)))
   return norm(a) == norm(b)
 
 

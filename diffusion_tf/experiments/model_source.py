@@ -69,7 +69,7 @@ def converted_kwargs(defaults, hparams, overrides, configs, path):
   from `path`) and its image size and dropout, then the flags `overrides`, which must agree with the U-Net."""
   config = unet_config_from_hparams(hparams)
   size = check_int('resolution in ' + path, hparams['resolution'])
-  named = [name for name in sorted(configs) if same_unet(configs[name], config)]
+  named = [name for name in sorted(configs) if same_unet(configs[name], config, size)]
   kwargs = dict(defaults, model_name=named[0] if named else CONVERTED, unet_config=config, image_size=size,
                 resolution=size, dropout=float(hparams.get('dropout', defaults.get('dropout', 0.))))
   given = overrides.get('model_name')
@@ -107,7 +107,7 @@ def resolve_model_source(script, model_dir, checkpoint, overrides, *, command, a
     ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
   else:
     ckpt = run_dir.latest_checkpoint(model_dir)
-  kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt or model_dir)
+  kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
   if kwargs is not None:
     origin = kwargs_path
     kwargs = dict(kwargs, **overrides)
