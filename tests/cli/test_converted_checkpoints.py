@@ -102,3 +102,23 @@ def test_simple_eval_and_evaluation_read_the_converted_unet(converted, capsys, t
     '--total_bs=2', '--stats_dir={}'.format(tmp_path / 'stats')])
   assert code == 0, err
   assert os.path.isfile(os.path.join(run, 'eval', 'step00000000_ema_metrics.json'))
+
+
+def test_reproduce_labels_copied_ema_slots_and_warns_on_every_run(capsys, tmp_path):
+  """A checkpoint converted from the hub's non-EMA repository: its EMA slots hold the live weights. The table must
+  not call them EMA weights, and a rerun that reuses the samples still says so on stderr."""
+  converted = str(tmp_path / 'non_ema')
+  load_script('convert_diffusers_checkpoint').main(['to_tf', '--src', FIXTURE, '--out', converted,
+                                                    '--repo_id', 'google/ddpm-cifar10-32'])
+  out_dir = str(tmp_path / 'r')
+  argv = ['reproduce', '--checkpoint={}'.format(converted), '--dataset=digits', '--features=digits',
+          '--num_samples=4', '--batch_size=4', '--num_splits=2', '--sampler=ddim', '--num_inference_steps=2',
+          '--out_dir={}'.format(out_dir)]
+  for run in ('first', 'rerun'):
+    code, out, err = run_main(capsys, 'run_cifar', argv)
+    assert code == 0, err
+    assert ('sampling 4 images' in out) == (run == 'first')
+    warnings = [line for line in err.splitlines() if line.startswith('warning:')]
+    assert len(warnings) == 1 and 'copies of non-EMA weights' in warnings[0], (run, err)
+    row = [line for line in open(os.path.join(out_dir, 'table.md')) if line.startswith('| **measured**')][0]
+    assert 'non-EMA weights' in row and ', EMA weights' not in row, row
