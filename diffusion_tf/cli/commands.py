@@ -84,13 +84,15 @@ def make_sample_command(script):
       grid.png (up to 100 samples), samples.npz (arr_0: uint8 [N, H, W, 3]) or images/000000.png ...
       (--output_type=png), info.json (the settings, checkpoint and step). With --progressive: progressive.png
       (one row per sample: the x_0 predictions along the chain, then the sample) and progressive.npz.
-    Batches are written as they finish; an interrupted run continues where it stopped. Nothing is overwritten.
+    Batches are written as they finish; an interrupted run continues where it stopped. Nothing is overwritten, and
+    one dump at a time writes into an --out_dir (<out_dir>/sample.lock; a second is refused naming the holder).
 
     Args:
       model_dir: a training run's directory (kwargs.json + checkpoints); or give --checkpoint.
       checkpoint: a checkpoint prefix (model.ckpt-N) or directory; default: the latest in model_dir. Released or
         converted checkpoints without kwargs.json use this script's train() defaults, changeable with flags such as
-        --model_name, --dataset, --num_diffusion_timesteps.
+        --model_name, --dataset, --num_diffusion_timesteps; a converted one's U-Net comes from the
+        unet_hparams.json beside it (scripts/convert_diffusers_checkpoint.py to_tf).
       sampler: ddpm (the original ancestral sampler over all T steps; respaced to --num_inference_steps if given),
         ddim or pndm (default 50 steps, or T if smaller).
       num_inference_steps: number of network calls (1..T).

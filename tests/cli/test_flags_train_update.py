@@ -38,7 +38,7 @@ from diffusion_tf.cli import cifar10 as cifar_commands
 from diffusion_tf.data import catalog as datasets
 from diffusion_tf.experiments import model
 from diffusion_tf.train import loop as training
-from diffusion_tf.cli.flags import default_kwargs
+from diffusion_tf.checks import default_kwargs
 from diffusion_tf.unet_layout import EMA_SUFFIX
 
 SEED = 1
