@@ -18,16 +18,27 @@ def check_choice(name, value, choices):
   return value
 
 
+def is_int(value):
+  """Whether value is an integer (Python or numpy); True and False are not (bool is a subclass of int)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value):
+  """Whether value is a finite real number (Python or numpy), bool excluded."""
+  return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and
+          bool(np.isfinite(value)))
+
+
 def check_int(name, value, *, minimum=1, allow_none=False):
   if value is None and allow_none:
     return value
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+  if not is_int(value) or value < minimum:
     raise UsageError('{}={!r}; expected an integer >= {}'.format(name, value, minimum))
   return int(value)
 
 
 def check_number(name, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True):
-  if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or not np.isfinite(value):
+  if not is_number(value):
     raise UsageError('{}={!r}; expected a number'.format(name, value))
   bad_low = low is not None and (value < low if low_inclusive else value <= low)
   bad_high = high is not None and (value > high if high_inclusive else value >= high)
@@ -73,25 +84,31 @@ def default_kwargs(fn):
   return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
 
 
+def check_run_settings(settings):
+  """The optimizer and run-control settings of a training run (train.loop.run_training's, and every script's
+  train() flags): a dict holding at least these keys."""
+  check_choice('optimizer', settings['optimizer'], OPTIMIZERS)
+  check_int('total_bs', settings['total_bs'])
+  check_number('grad_clip', settings['grad_clip'], low=0., low_inclusive=False)
+  check_number('lr', settings['lr'], low=0., low_inclusive=False)
+  check_int('warmup', settings['warmup'], minimum=0)
+  check_number('ema_decay', settings['ema_decay'], low=0., high=1., high_inclusive=False)
+  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps',
+               'worker_timeout_secs']:
+    check_int(name, settings[name])
+  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
+    check_int(name, settings[name], allow_none=True)
+  if settings['save_checkpoints_steps'] is not None and settings['save_checkpoints_secs'] is not None:
+    raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
+  check_int('seed', settings['seed'], minimum=0, allow_none=True)
+
+
 def check_train_flags(kwargs):
   """The optimizer and run-control flags of every script's train()."""
   check_str('exp_name', kwargs['exp_name'])
   if kwargs.get('date_str') is not None:  # fire turns --date_str=20210203 into an int; the run's path needs text
     kwargs['date_str'] = check_str('date_str', kwargs['date_str'])
-  check_choice('optimizer', kwargs['optimizer'], OPTIMIZERS)
-  check_int('total_bs', kwargs['total_bs'])
-  check_number('grad_clip', kwargs['grad_clip'], low=0., low_inclusive=False)
-  check_number('lr', kwargs['lr'], low=0., low_inclusive=False)
-  check_int('warmup', kwargs['warmup'], minimum=0)
-  check_number('ema_decay', kwargs['ema_decay'], low=0., high=1., high_inclusive=False)
-  for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps',
-               'worker_timeout_secs']:
-    check_int(name, kwargs[name])
-  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
-    check_int(name, kwargs[name], allow_none=True)
-  if kwargs['save_checkpoints_steps'] is not None and kwargs['save_checkpoints_secs'] is not None:
-    raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
-  check_int('seed', kwargs['seed'], minimum=0, allow_none=True)
+  check_run_settings(kwargs)
 
 
 def warmup_warning(warmup, max_steps, lr):

@@ -6,7 +6,7 @@ variational bound), plus the bits/dim evaluation.
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from . import nn
+from . import checks, nn
 from . import utils
 from .diffusion_core import GaussianDiffusionBase
 from .noise import noise_like, step_noise_like  # noqa: F401 (noise_like: API)
@@ -39,8 +39,7 @@ def get_beta_schedule(beta_schedule, *, beta_start, beta_end, num_diffusion_time
   jsd: 1/T, 1/(T-1), ..., 1.
   """
   T = num_diffusion_timesteps
-  if not (isinstance(T, (int, np.integer)) and T >= 1):
-    raise ValueError('num_diffusion_timesteps must be a positive integer, got {!r}'.format(T))
+  checks.check_int('num_diffusion_timesteps', T)
   if beta_schedule == 'quad':
     betas = np.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=np.float64) ** 2
   elif beta_schedule == 'linear':

@@ -11,7 +11,9 @@ Public API (plain Python, no TensorFlow):
   source_weights_from_name(name) -> ('ema' | 'non-ema' | 'unknown', how it is known)
   make_provenance(source, source_weights=None) -> dict
   read_provenance(checkpoint_prefix) -> dict or None
-  ema_warning(checkpoint_prefix) -> one line, or None when the EMA slots are not known copies of live weights
+  ema_warning(checkpoint_prefix, record=None) -> one line, or None when the EMA slots are not known copies of live
+    weights
+  weights_label(ema, record) -> what the weights a command used are: 'EMA weights', 'non-EMA weights', ...
 """
 
 import json
@@ -75,9 +77,21 @@ def read_provenance(checkpoint):
   return record if isinstance(record, dict) else None
 
 
-def ema_warning(checkpoint):
-  """One line when sampling or evaluating the 'EMA' weights of `checkpoint` means using copies of live weights."""
-  record = read_provenance(checkpoint)
+def weights_label(ema, record):
+  """What the weights read with `ema` (the EMA slots) or without are, given a converted checkpoint's provenance
+  `record` (None: not converted, the slots hold what their names say)."""
+  if not ema:
+    return 'non-EMA weights'
+  source_weights = (record or {}).get('source_weights', 'ema')
+  return {'ema': 'EMA weights',
+          'non-ema': 'non-EMA weights (EMA slots copied from live weights)',
+          'unknown': 'EMA slots of unknown origin (converted; EMA or not unknown)'}.get(source_weights, 'EMA weights')
+
+
+def ema_warning(checkpoint, record=None):
+  """One line when sampling or evaluating the 'EMA' weights of `checkpoint` means using copies of live weights;
+  `record`: its provenance as recorded earlier (default: read provenance.json beside it)."""
+  record = read_provenance(checkpoint) if record is None else record
   if not record or record.get('source_weights') != 'non-ema':
     return None
   return ('warning: the EMA weights of {} are copies of non-EMA weights (source {}, {}); expect non-EMA sample '

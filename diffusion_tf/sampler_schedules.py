@@ -8,6 +8,8 @@ is sampled from t_{S-1} down to t_0, and "alphabar before t_0" is 1 (the sample 
 
 import numpy as np
 
+from . import checks
+
 # the few-step solvers of solver_schedules.py; their diffusers schedulers in docs/samplers.md
 SOLVERS = ('dpmsolver++', 'sde-dpmsolver++', 'unipc', 'euler', 'euler_ancestral', 'heun')
 SAMPLERS = ('ddpm', 'ddim', 'pndm') + SOLVERS
@@ -33,8 +35,7 @@ _PLMS_WEIGHTS = {
 
 def check_num_inference_steps(num_inference_steps, num_timesteps):
   """Raise a ValueError unless num_inference_steps is an integer in 1..num_timesteps; returns it as int."""
-  if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
-      or not 1 <= num_inference_steps <= num_timesteps):
+  if not checks.is_int(num_inference_steps) or not 1 <= num_inference_steps <= num_timesteps:
     raise ValueError('num_inference_steps must be an integer in 1..{} (the number of training timesteps T), '
                      'got {!r}'.format(num_timesteps, num_inference_steps))
   return int(num_inference_steps)
@@ -131,7 +132,7 @@ def respaced_betas(alphas_cumprod, timesteps):
 
 def check_eta(eta):
   """Raise a ValueError unless eta is a number in [0, 1]; returns it as float."""
-  if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating, np.integer)) or not 0. <= eta <= 1.:
+  if not checks.is_number(eta) or not 0. <= eta <= 1.:
     raise ValueError('eta must be a number in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {!r}'.format(eta))
   return float(eta)
 
@@ -259,7 +260,7 @@ def check_solver_order(sampler, solver_order):
     return None
   if solver_order is None:
     return DEFAULT_SOLVER_ORDER
-  if isinstance(solver_order, bool) or solver_order not in SOLVER_ORDERS[sampler]:
+  if not checks.is_int(solver_order) or solver_order not in SOLVER_ORDERS[sampler]:
     raise ValueError('solver_order for {} must be one of {}, got {!r}'.format(
       sampler, ', '.join(map(str, SOLVER_ORDERS[sampler])), solver_order))
   return int(solver_order)

@@ -20,6 +20,7 @@ import inspect
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from . import checks
 from .noise import step_noise_like
 from .sampler_schedules import (  # noqa: F401 (the samplers' names)
   DEFAULT_FAST_STEPS, DEFAULT_SKIP_TYPES, SAMPLERS, SKIP_TYPES, SOLVERS, check_eta, check_num_inference_steps,
@@ -79,7 +80,7 @@ class SamplerMixin:
   def _check_shape(shape, x_T, step_noise, num_steps):
     """Validate `shape` and the optional x_T [shape] / step_noise [num_steps, *shape]; returns them as tensors."""
     if not (isinstance(shape, (tuple, list)) and len(shape) >= 1 and
-            all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape)):
+            all(checks.is_int(d) and d >= 1 for d in shape)):
       raise ValueError('shape must be a static list of positive ints [B, ...], got {!r}'.format(shape))
     if x_T is not None:
       x_T = tf.convert_to_tensor(x_T, dtype=tf.float32)

@@ -194,6 +194,28 @@ def test_checks_live_once_in_a_pure_python_module():
   assert not elsewhere, elsewhere
 
 
+# Where a bool is told apart for a reason other than "is this an integer": a diffusers config's flags must be JSON
+# booleans, and its numbers must not be.
+BOOL_TYPE_TESTS_ELSEWHERE = {PACKAGE + '.diffusers_config'}
+
+
+def test_the_integer_rule_lives_once_in_checks():
+  """"An integer, but not True/False" is checks.is_int (and check_int); no other module spells out
+  isinstance(x, bool) or np.integer."""
+  bad = []
+  for module, path in sorted(MODULES.items()):
+    if module == PACKAGE + '.checks' or module in BOOL_TYPE_TESTS_ELSEWHERE:
+      continue
+    for node in ast.walk(_parse(path)):
+      if isinstance(node, ast.Attribute) and node.attr == 'integer' and isinstance(node.value, ast.Name) and (
+          node.value.id == 'np'):
+        bad.append('{}:{} np.integer'.format(module, node.lineno))
+      if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'isinstance' and any(
+          isinstance(n, ast.Name) and n.id == 'bool' for n in ast.walk(node.args[1])):
+        bad.append('{}:{} isinstance(..., bool)'.format(module, node.lineno))
+  assert not bad, bad
+
+
 def test_no_import_cycle_in_the_package():
   cycle = find_cycle(_graph())
   assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)

@@ -60,7 +60,8 @@ def evaluation(
 
 
 SCRIPT = commands._Script(name='run_celebahq.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
+                              validate_kwargs=_validate_kwargs,
+                              model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)
 interpolate = editing.make_interpolate_command(SCRIPT)
 denoising_trajectory = editing.make_trajectory_command(SCRIPT)

@@ -48,7 +48,7 @@ def train(
                            **catalog.folder_args(kwargs))
   commands.check_model_config(kwargs['model_name'], MODEL_CONFIGS, ds.image_size)
   commands.train_from_kwargs(kwargs, ds=ds, paths=paths, exp_name=cifar10.exp_name(kwargs),
-                                 model_constructor=lambda: _load_model(kwargs, ds))
+                             model_constructor=lambda: _load_model(kwargs, ds))
 
 
 def evaluation(  # evaluation loop for use during training
@@ -57,7 +57,7 @@ def evaluation(  # evaluation loop for use during training
     # Not in the original:
     region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
     num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False,
-    data_dir=None):
+    data_dir=None, dataset=None):
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
   image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
   against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
@@ -72,6 +72,8 @@ def evaluation(  # evaluation loop for use during training
   <tfds_data_dir>/fid_stats). --timeout_secs stops the watch after that long without a new checkpoint. A run on a
   folder of images reads the folder it trained on (or --data_dir, if it moved); its statistics are cached in
   $DIFFUSION_TF_CACHE/fid_stats (or --stats_dir) under a name that changes with the folder's images.
+  model_dir may also be a converted checkpoint's directory (scripts/convert_diffusers_checkpoint.py to_tf: its
+  unet_hparams.json gives the U-Net); --dataset then says which data it is measured on (default cifar10).
   """
   commands.evaluation_from_flags(SCRIPT, dict(locals()))
 
@@ -79,7 +81,8 @@ def evaluation(  # evaluation loop for use during training
 def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eval', load_ckpt=None, total_bs=256,
                 tfds_data_dir='tensorflow_datasets',
                 # Not in the original:
-                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000, data_dir=None):
+                region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000, data_dir=None,
+                dataset=None):
   """Bits/dim or progressive samples of one checkpoint (--load_ckpt: model.ckpt-N in model_dir as in the original,
   a prefix, or default the latest), as .npz in model_dir/simple_eval/.
 
@@ -88,12 +91,14 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
   50,000, the original's) with their x_0 predictions along the chain, in parts of 20 batches
   (simple_eval/progressive_samples/; a rerun continues after the parts that exist). --max_batches stops a bpd pass
   early (the results written so far are kept; a rerun resumes). --data_dir: where a run on a folder of images finds
-  them now (default: the folder it trained on).
+  them now (default: the folder it trained on). A converted checkpoint's directory and --dataset work as for
+  `evaluation`.
   """
   commands.simple_eval_from_flags(SCRIPT, dict(locals()))
 
 
 SCRIPT = commands._Script(name='run_cifar.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
+                              validate_kwargs=_validate_kwargs,
+                              model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)
 reproduce = reproduce_command.make_reproduce_command(SCRIPT, sample)

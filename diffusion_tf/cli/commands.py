@@ -6,14 +6,13 @@ import collections
 import os
 import sys
 
-import tensorflow.compat.v1 as tf
-
-from .. import provenance, samplers
+from .. import samplers
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic  # noqa: F401 (also the scripts' names)
 from ..data import catalog as datasets
 from ..runs import devices, run_dir
 from ..evaluation import watcher as evaluation, simple_eval as simple_eval_worker
+from ..experiments import model_source
 from ..generate import dump, shards as sample_shards
 from ..train import loop as training
 from .runner import extra_flags, quiet_tensorflow, run_cli, subcommands  # noqa: F401 (the scripts' names)
@@ -22,11 +21,11 @@ from ..checks import (  # noqa: F401 (the scripts' names)
   check_train_flags, default_kwargs, warmup_warning)
 from ..data.catalog import IMAGE_SIZES, DatasetInfo, image_size_of  # noqa: F401 (the scripts' names)
 from ..sampler_schedules import SAMPLERS
-from ..runs.paths import Paths, check_writable_dir
+from ..runs.paths import Paths
 from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # noqa: F401 (the scripts' names)
 from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
 
-OUTPUT_TYPES = ('png', 'npz')
+OUTPUT_TYPES = dump.OUTPUT_TYPES
 # What --help calls the training kwargs that the commands reading a checkpoint take besides their own flags.
 TRAIN_KWARGS_ABOUT = 'training kwargs of {} train, for a checkpoint without kwargs.json'
 
@@ -46,11 +45,45 @@ RUN_CONTROL_FLAGS = collections.OrderedDict([
 # The `sample` subcommand
 
 class _Script:
-  """What `sample` needs from a script: its train() (for defaults and accepted keys), how to build its Model from
-  kwargs, and how to validate kwargs."""
+  """What the commands that read a checkpoint need from a script: its train() (for defaults and accepted keys), how
+  to build its Model from kwargs, how to validate kwargs, and its U-Net configurations by name."""
 
-  def __init__(self, *, name, train_fn, load_model, validate_kwargs):
+  def __init__(self, *, name, train_fn, load_model, validate_kwargs, model_configs):
     self.name, self.train_fn, self.load_model, self.validate_kwargs = name, train_fn, load_model, validate_kwargs
+    self.model_configs = model_configs
+
+
+def _check_sampler_flags(*, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps, skip_type,
+                         progressive):
+  """The sampler's flags checked on their own (before the model's T is known); returns them normalized."""
+  check_choice('sampler', sampler, SAMPLERS)
+  check_int('num_inference_steps', num_inference_steps, allow_none=True)
+  check_number('eta', eta, low=0.)
+  use_clipped_model_output = check_bool('use_clipped_model_output', use_clipped_model_output)
+  skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
+  check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
+  for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
+                                   ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
+                                    'ddim'),
+                                   ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
+    if set_ and sampler != owner:
+      raise UsageError('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
+        flag, value, sampler, owner))
+  if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
+    raise UsageError('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
+                     '--skip_type')
+  return dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+              use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
+
+
+def _resolve_steps(T, options):
+  """The sampler's number of network calls for a model of T steps: --num_inference_steps, or for ddim/pndm their
+  default (samplers.resolve_sampler_options); None for the original ddpm sampler over all T steps."""
+  if options['num_inference_steps'] is not None and options['num_inference_steps'] > T:
+    raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
+      options['num_inference_steps'], T))
+  resolved = samplers.resolve_sampler_options(T, **options)  # raises ValueError on a bad combination
+  return options['num_inference_steps'] if options['sampler'] == 'ddpm' else resolved
 
 
 def make_sample_command(script):
@@ -66,13 +99,15 @@ def make_sample_command(script):
       grid.png (up to 100 samples), samples.npz (arr_0: uint8 [N, H, W, 3]) or images/000000.png ...
       (--output_type=png), info.json (the settings, checkpoint and step). With --progressive: progressive.png
       (one row per sample: the x_0 predictions along the chain, then the sample) and progressive.npz.
-    Batches are written as they finish; an interrupted run continues where it stopped. Nothing is overwritten.
+    Batches are written as they finish; an interrupted run continues where it stopped. Nothing is overwritten, and
+    one dump at a time writes into an --out_dir (<out_dir>/sample.lock; a second is refused naming the holder).
 
     Args:
       model_dir: a training run's directory (kwargs.json + checkpoints); or give --checkpoint.
       checkpoint: a checkpoint prefix (model.ckpt-N) or directory; default: the latest in model_dir. Released or
         converted checkpoints without kwargs.json use this script's train() defaults, changeable with flags such as
-        --model_name, --dataset, --num_diffusion_timesteps.
+        --model_name, --dataset, --num_diffusion_timesteps; a converted one's U-Net comes from the
+        unet_hparams.json beside it (scripts/convert_diffusers_checkpoint.py to_tf).
       sampler: ddpm (the original ancestral sampler over all T steps; respaced to --num_inference_steps if given),
         ddim or pndm (default 50 steps, or T if smaller).
       num_inference_steps: number of network calls (1..T).
@@ -89,106 +124,32 @@ def make_sample_command(script):
         _shard<i>of<n>); merge the n shard directories with scripts/merge_samples.py into the very samples.npz that
         one run without --shard gives. Needs --output_type=npz.
     """
-    # -- flags
     check_int('num_samples', num_samples)
     check_int('batch_size', batch_size)
-    check_choice('sampler', sampler, SAMPLERS)
-    check_int('num_inference_steps', num_inference_steps, allow_none=True)
-    check_number('eta', eta, low=0.)
-    use_clipped_model_output = check_bool('use_clipped_model_output', use_clipped_model_output)
-    skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
     check_int('seed', seed, minimum=0)
     check_choice('output_type', output_type, OUTPUT_TYPES)
-    check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
     ema, progressive = check_bool('ema', ema), check_bool('progressive', progressive)
+    options = _check_sampler_flags(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
+                                   use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+                                   skip_type=skip_type, progressive=progressive)
     shard = sample_shards.parse_shard(shard)
     if shard and (progressive or output_type != 'npz'):
       raise UsageError('--shard={}/{} with {}; expected --output_type=npz and no --progressive (shards are merged as '
-                         '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
-    train_defaults = default_kwargs(script.train_fn)
-    check_known_flags('{} sample'.format(script.name), sorted(overrides), train_defaults)
-    for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
-                                     ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
-                                      'ddim'),
-                                     ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
-      if set_ and sampler != owner:
-        raise UsageError('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
-          flag, value, sampler, owner))
-    if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
-      raise UsageError('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
-                         '--skip_type')
+                       '.npz)'.format(shard[0], shard[1], '--progressive' if progressive else '--output_type=png'))
     if model_dir is None and checkpoint is None:
       raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
     paths = Paths(bucket_name_prefix, region)
     model_dir, checkpoint, out_dir = paths.resolve(model_dir), paths.resolve(checkpoint), paths.resolve(out_dir)
-
-    if model_dir is not None and not tf.io.gfile.isdir(model_dir):
-      raise UsageError('model_dir={!r} does not exist; expected a training run directory'.format(model_dir))
-    ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
-    kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
-    if kwargs is None:
-      kwargs = dict(train_defaults)
-      print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
-    kwargs = dict(kwargs, **overrides)
-    script.validate_kwargs(kwargs)
-    T = int(kwargs['num_diffusion_timesteps'])
-    if num_inference_steps is not None and num_inference_steps > T:
-      raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
-        num_inference_steps, T))
-    resolved_steps = samplers.resolve_sampler_options(  # raises ValueError on a bad combination
-      T, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-      use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
-    if sampler != 'ddpm':
-      num_inference_steps = resolved_steps
-    ds_info = DatasetInfo(image_size_of(kwargs))
-    step = run_dir.checkpoint_step(ckpt)
-
-    steps_tag = '' if num_inference_steps is None else str(num_inference_steps)
-    eta_tag = '_eta{:g}'.format(eta) if sampler == 'ddim' else ''
-    eta_tag += '_clipped' if use_clipped_model_output else ''
-    eta_tag += '_noprk' if skip_prk_steps else ''
-    eta_tag += '_' + skip_type if skip_type != 'uniform' else ''
-    if out_dir is None:
-      base = model_dir or os.path.dirname(ckpt)
-      out_dir = os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}{}'.format(
-        os.path.basename(ckpt), sampler, steps_tag, eta_tag, 'ema' if ema else 'noema', seed, num_samples,
-        '_progressive' if progressive else '', '_shard{}of{}'.format(*shard) if shard else ''))
-    settings = dict(checkpoint=ckpt, step=step, kwargs_json=kwargs_path, ema=ema, sampler=sampler,
-                    num_inference_steps=num_inference_steps, eta=eta,
-                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                    skip_type=skip_type, seed=seed, batch_size=batch_size,
-                    num_samples=num_samples, progressive=progressive, overrides=overrides,
-                    dataset=kwargs.get('dataset'), image_size=ds_info.image_size,
-                    provenance=provenance.read_provenance(ckpt))
-    final_files = (['progressive.png', 'progressive.npz'] if progressive else
-                   ['grid.png', 'samples.npz' if output_type == 'npz' else 'images'])
-    final_files.append('info.json')
-    existing = [f for f in final_files if tf.io.gfile.exists(os.path.join(out_dir, f))]
-    if existing:
-      raise UsageError('{} already holds {}; sample dumps never overwrite: choose another --out_dir or move the '
-                         'old files away'.format(out_dir, ', '.join(existing)))
-    check_writable_dir(out_dir, 'out_dir')
-    dist = devices.choose_distribution(num_gpus=num_gpus)
-    batch_size = min(batch_size, num_samples) if progressive else batch_size
-    dist.check_batch_size(batch_size, 'batch_size')
-    if shard and shard[1] > -(-num_samples // batch_size):
-      raise UsageError('--shard={}/{}: {} samples in batches of {} are only {} batch(es); expected at most that many '
-                         'shards'.format(shard[0], shard[1], num_samples, batch_size, -(-num_samples // batch_size)))
-    if shard:  # what the shards of one dump must share (sample_shards.RUN_KEYS)
-      settings.update(shard=list(shard), num_replicas=dist.num_replicas, model_kwargs=kwargs,
-                      checkpoint_sha256=sample_shards.checkpoint_sha256(ckpt))
-
-    print('sampling {} images from {} (step {}, {} weights) with {}{} -> {}'.format(
-      batch_size if progressive else num_samples, ckpt, step, 'EMA' if ema else 'raw', sampler,
-      '' if num_inference_steps is None else ' ({} steps)'.format(num_inference_steps), out_dir))
-    if progressive:
-      dump.progressive(script.load_model, kwargs, ds_info, ckpt, ema, batch_size, seed, out_dir, settings, dist)
-    else:
-      dump.dump_samples(script.load_model, kwargs, ds_info, ckpt, ema, num_samples, batch_size, seed, out_dir, settings,
-                        dist,
-                    output_type=output_type, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                    skip_type=skip_type, shard=shard)
+    source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='sample')
+    options['num_inference_steps'] = _resolve_steps(int(source.kwargs['num_diffusion_timesteps']), options)
+    out_dir = out_dir or dump.default_out_dir(
+      model_dir or os.path.dirname(source.checkpoint), source.checkpoint, ema=ema, seed=seed,
+      num_samples=num_samples, progressive=progressive, shard=shard, **options)
+    sample_dump = dump.SampleDump(
+      source, script.load_model, out_dir, num_samples=num_samples, batch_size=batch_size, seed=seed, ema=ema,
+      output_type=output_type, progressive=progressive, shard=shard, overrides=overrides,
+      dist=devices.choose_distribution(num_gpus=num_gpus), **options)
+    sample_dump.run()
 
   sample.__doc__ = sample.__doc__.replace('this script', script.name)
   return extra_flags(sample, default_kwargs(script.train_fn), TRAIN_KWARGS_ABOUT.format(script.name))
@@ -241,14 +202,16 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     warm_start_from=warm_start_from)
 
 
-def load_run(model_dir, bucket_name_prefix, region, validate_kwargs):
-  """(paths, model_dir, kwargs) of a training run named on the command line: its directory resolved (inside the
-  bucket with --bucket_name_prefix) and its kwargs.json checked by the script's validate_kwargs."""
+def load_run(script, model_dir, bucket_name_prefix, region, *, command, overrides=None):
+  """(paths, model_dir, kwargs) of the run an `evaluation` or `simple_eval` command reads: its directory resolved
+  (inside the bucket with --bucket_name_prefix) and its kwargs (its kwargs.json, or a converted checkpoint's
+  unet_hparams.json: experiments.model_source) with the flags `overrides`, checked by the script's
+  validate_kwargs."""
   paths = Paths(bucket_name_prefix, region)
   model_dir = paths.resolve(model_dir)
-  kwargs = run_dir.load_train_kwargs(model_dir)
-  validate_kwargs(kwargs)
-  return paths, model_dir, kwargs
+  source = model_source.resolve_model_source(script, model_dir, None, overrides or {}, command=command,
+                                             allow_defaults=False, need_checkpoint=False)
+  return paths, model_dir, source.kwargs
 
 
 def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
@@ -299,11 +262,16 @@ def simple_eval_run(*, model_dir, model_constructor, ds, paths, tpu_name, mode, 
 # `evaluation` and `simple_eval` of a run trained on a tfds data set (run_cifar.py, run_celebahq.py): the scripts
 # pass their flags (dict(locals())) and their _Script
 
+def _dataset_flag(flags):
+  """--dataset of `evaluation` / `simple_eval`: which data a converted checkpoint (no kwargs.json) is measured on."""
+  return {} if flags.get('dataset') is None else {'dataset': flags['dataset']}
+
+
 def evaluation_from_flags(script, flags):
   """The `evaluation` command of a script whose runs read tfds data (tfds_data_dir): flags are its keyword
   arguments; reference statistics default to <tfds_data_dir>/fid_stats."""
-  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
-                                      script.validate_kwargs)
+  paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      command='evaluation', overrides=_dataset_flag(flags))
   tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'),
                             **datasets.folder_args(kwargs, paths.resolve(flags.get('data_dir'))))
@@ -318,8 +286,8 @@ def evaluation_from_flags(script, flags):
 
 def simple_eval_from_flags(script, flags):
   """The `simple_eval` command of a script whose runs read tfds data: flags are its keyword arguments."""
-  paths, model_dir, kwargs = load_run(flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
-                                      script.validate_kwargs)
+  paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
+                                      command='simple_eval', overrides=_dataset_flag(flags))
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(flags['tfds_data_dir']),
                             resolution=kwargs.get('resolution'),
                             **datasets.folder_args(kwargs, paths.resolve(flags.get('data_dir'))))

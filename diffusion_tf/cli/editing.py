@@ -17,10 +17,10 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from .. import checks, utils
-from ..data import catalog
+from ..experiments import model_source
 from ..errors import UsageError
 from ..runs import devices, run_dir
-from ..runs.paths import check_writable_dir
+from ..runs.paths import check_writable_dir, refuse_overwrite
 from ..generate.seeded import SeededNoise, run_seeded
 from . import commands, runner
 
@@ -52,31 +52,12 @@ def read_image(path, image_size, flag):
   return arr
 
 
-def _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides):
-  """(checkpoint prefix, training kwargs, DatasetInfo) for a command that reads one checkpoint."""
-  train_defaults = checks.default_kwargs(script.train_fn)
-  checks.check_known_flags(script.name, sorted(overrides), train_defaults)
-  if model_dir is None and checkpoint is None:
-    raise UsageError('give --model_dir (a training run) or --checkpoint (a checkpoint prefix or directory)')
-  ckpt = run_dir.resolve_checkpoint(checkpoint or model_dir)
-  kwargs, kwargs_path = run_dir.find_train_kwargs(model_dir, ckpt)
-  if kwargs is None:
-    kwargs = dict(train_defaults)
-    print('no kwargs.json next to {}: using {} train() defaults'.format(ckpt, script.name))
-  kwargs = dict(kwargs, **overrides)
-  script.validate_kwargs(kwargs)
-  return ckpt, kwargs, kwargs_path, catalog.DatasetInfo(catalog.image_size_of(kwargs))
-
-
 def _default_out_dir(model_dir, ckpt, name):
   return os.path.join(model_dir or os.path.dirname(ckpt), name)
 
 
-def _check_fresh(out_dir, files):
-  existing = [f for f in files if tf.io.gfile.exists(os.path.join(out_dir, f))]
-  if existing:
-    raise UsageError('{} already holds {}; outputs are never overwritten: choose another --out_dir'.format(
-      out_dir, ', '.join(existing)))
+def _check_fresh(out_dir, files, command):
+  refuse_overwrite(out_dir, files, command)
   check_writable_dir(out_dir, 'out_dir')
 
 
@@ -107,14 +88,15 @@ def make_interpolate_command(script):
     checks.check_int('num_lambdas', num_lambdas, minimum=2)
     checks.check_int('seed', seed, minimum=0)
     ema = checks.check_bool('ema', ema)
-    ckpt, kwargs, kwargs_path, ds_info = _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides)
+    source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='interpolate')
+    ckpt, kwargs, ds_info = source.checkpoint, source.kwargs, source.ds_info
     T = int(kwargs['num_diffusion_timesteps'])
     if t >= T:
       raise UsageError('t={} is not below the model\'s num_diffusion_timesteps={}; expected 0 <= t < {}'.format(
         t, T, T))
     x1, x2 = (read_image(p, ds_info.image_size, flag) for p, flag in [(image1, 'image1'), (image2, 'image2')])
     out_dir = out_dir or _default_out_dir(model_dir, ckpt, 'interpolate_t{}_seed{}'.format(t, seed))
-    _check_fresh(out_dir, ['interpolation.png', 'interpolation.npz', 'info.json'])
+    _check_fresh(out_dir, ['interpolation.png', 'interpolation.npz', 'info.json'], '`interpolate`')
     lams = lambdas(num_lambdas)
     print('interpolating {} and {} at t={} ({} weights, {} values of lambda) -> {}'.format(
       image1, image2, t, 'EMA' if ema else 'raw', num_lambdas, out_dir))
@@ -136,7 +118,8 @@ def make_interpolate_command(script):
     utils.save_npz_atomic(os.path.join(out_dir, 'interpolation.npz'), arr_0=row, lambdas=lams)
     utils.save_tiled_imgs(os.path.join(out_dir, 'interpolation.png'), row, num_col=len(row))
     utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=source.kwargs_json, kwargs_from=source.origin,
+      ema=ema,
       image1=os.path.abspath(str(image1)), image2=os.path.abspath(str(image2)), t=t, lambdas=lams.tolist(),
       seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'interpolation.png')))
@@ -170,13 +153,15 @@ def make_trajectory_command(script):
     checks.check_int('repeat_noise_steps', repeat_noise_steps, minimum=-1)
     checks.check_int('seed', seed, minimum=0)
     ema = checks.check_bool('ema', ema)
-    ckpt, kwargs, kwargs_path, ds_info = _checkpoint_and_kwargs(script, model_dir, checkpoint, overrides)
+    source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides,
+                                               command='denoising_trajectory')
+    ckpt, kwargs, ds_info = source.checkpoint, source.kwargs, source.ds_info
     T = int(kwargs['num_diffusion_timesteps'])
     if num_frames > T + 1:
       raise UsageError('num_frames={} exceeds the {} images of a chain of num_diffusion_timesteps={}'.format(
         num_frames, T + 1, T))
     out_dir = out_dir or _default_out_dir(model_dir, ckpt, 'trajectory_seed{}_n{}'.format(seed, num_samples))
-    _check_fresh(out_dir, ['trajectory.png', 'trajectory.npz', 'info.json'])
+    _check_fresh(out_dir, ['trajectory.png', 'trajectory.npz', 'info.json'], '`denoising_trajectory`')
     print('{} denoising trajectories ({} weights) -> {}'.format(num_samples, 'EMA' if ema else 'raw', out_dir))
     with tf.Graph().as_default():
       model = script.load_model(kwargs, ds_info)
@@ -195,7 +180,8 @@ def make_trajectory_command(script):
     utils.save_tiled_imgs(os.path.join(out_dir, 'trajectory.png'), seq.reshape(-1, *seq.shape[2:]),
                           num_col=len(frames))
     utils.write_json_atomic(os.path.join(out_dir, 'info.json'), dict(
-      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=kwargs_path, ema=ema,
+      checkpoint=ckpt, step=run_dir.checkpoint_step(ckpt), kwargs_json=source.kwargs_json, kwargs_from=source.origin,
+      ema=ema,
       num_samples=num_samples, frames=frames.tolist(), times=times[frames].tolist(),
       repeat_noise_steps=repeat_noise_steps, seed=seed, overrides=overrides))
     print('wrote {}'.format(os.path.join(out_dir, 'trajectory.png')))

@@ -82,7 +82,7 @@ def evaluation(
   and a line says so. --dump_samples_only writes the samples into --samples_dir (default model_dir/eval). Other
   flags as in run_cifar.py evaluation.
   """
-  paths, model_dir, kwargs = commands.load_run(model_dir, bucket_name_prefix, region, _validate_kwargs)
+  paths, model_dir, kwargs = commands.load_run(SCRIPT, model_dir, bucket_name_prefix, region, command='evaluation')
   commands.check_str('tfr_file', tfr_file)
   resolved = paths.resolve(tfr_file)
   trained_on = kwargs.get('tfr_path', kwargs.get('tfr_file'))
@@ -101,5 +101,6 @@ def evaluation(
 
 
 SCRIPT = commands._Script(name='run_lsun.py', train_fn=train, load_model=_load_model,
-                              validate_kwargs=_validate_kwargs)
+                              validate_kwargs=_validate_kwargs,
+                              model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)

@@ -5,16 +5,16 @@ graph or, offline, the digits classifier, and writes the table and a JSON with e
 
 import json
 import os
+import sys
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 
-from .. import checks, utils
+from .. import checks, provenance, utils
 from ..data import catalog
 from ..errors import UsageError
 from ..evaluation import feature_networks, protocol, watcher
 from ..evaluation.simple_eval import SimpleEvalWorker
-from ..runs import run_dir
+from ..experiments import model_source
 from ..runs.paths import check_writable_dir
 from . import commands, runner
 
@@ -47,115 +47,137 @@ def make_reproduce_command(script, sample_command):
       stats_dir: where the real data's statistics are cached (default: next to the data, as `evaluation` does).
       bpd: also the test set's bits/dim (the variational bound, all T terms); --bpd_batches limits the batches.
       real_split: measure the dataset's own train or test images instead of samples (the real-data floor); takes
-        --dataset/--resolution instead of a checkpoint.
+        --dataset/--resolution (and, for a folder of images, --data_dir/--eval_fraction) instead of a checkpoint.
       out_dir: default <model_dir or checkpoint dir>/reproduce/<sampler><steps>_<ema>_seed<seed>_n<num_samples>.
     """
-    # -- flags (the sampling flags are checked by `sample` before anything is built)
-    feature_networks.check_features(features, inception_graph=inception_graph)
-    checks.check_int('num_samples', num_samples, minimum=2)
-    checks.check_int('num_splits', num_splits)
-    if num_samples < num_splits:
-      raise UsageError('num_samples={} is smaller than num_splits={}; expected at least one sample per '
-                                 'Inception Score split'.format(num_samples, num_splits))
-    bpd = checks.check_bool('bpd', bpd)
-    checks.check_int('bpd_batches', bpd_batches, allow_none=True)
-    ema = checks.check_bool('ema', ema)
-    if real_split is not None:
-      checks.check_choice('real_split', real_split, protocol.REAL_SPLITS)
-      if bpd:
-        raise UsageError('--bpd needs a model; drop it with --real_split')
-      unknown = sorted(set(overrides) - {'dataset', 'resolution', 'data_dir', 'eval_fraction'})
-      if unknown:
-        raise UsageError('{} do(es) not apply to --real_split; expected only --dataset, --resolution, --data_dir '
-                         'and --eval_fraction'.format(', '.join('--' + k for k in unknown)))
-    elif model_dir is None and checkpoint is None:
-      raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
+    _check_protocol_flags(features=features, inception_graph=inception_graph, num_samples=num_samples,
+                          num_splits=num_splits, bpd=bpd, bpd_batches=bpd_batches, real_split=real_split,
+                          overrides=overrides, has_model=model_dir is not None or checkpoint is not None)
+    bpd, ema = checks.check_bool('bpd', bpd), checks.check_bool('ema', ema)
+    sampler_flags = dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta, skip_type=skip_type,
+                         skip_prk_steps=skip_prk_steps, seed=seed, ema=ema)
+    source = None
     if real_split is None:  # the run or checkpoint first: a missing one fails before any directory, download or graph
-      if model_dir is not None and not tf.io.gfile.isdir(model_dir):
-        raise UsageError('model_dir={!r} does not exist; expected a training run directory'.format(model_dir))
-      run_dir.resolve_checkpoint(checkpoint or model_dir)
-      base = model_dir or (checkpoint if os.path.isdir(str(checkpoint)) else os.path.dirname(str(checkpoint)))
-      default_name = '{}{}{}_{}_seed{}_n{}'.format(
-        sampler, num_inference_steps or '', '' if skip_type == 'uniform' else '_' + skip_type,
-        'ema' if ema else 'noema', seed, num_samples)
-    else:
-      base, default_name = os.getcwd(), 'real_{}'.format(real_split)
-    out_dir = os.path.abspath(out_dir or os.path.join(base, 'reproduce', default_name))
+      source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='reproduce',
+                                                 printer=lambda *_: None)  # `sample` says it when it samples
+    out_dir = _out_dir(out_dir, model_dir, checkpoint, real_split, num_samples=num_samples, **sampler_flags)
     check_writable_dir(out_dir, 'out_dir')
-
-    # -- the feature network first: a missing Inception graph fails before any sampling
+    # the feature network next: a missing Inception graph fails before any sampling
     extractor = feature_networks.make_extractor(features, inception_graph=inception_graph)
 
-    # -- the images
     if real_split is None:
-      sample_dir = os.path.join(out_dir, 'samples')
-      if not os.path.isfile(os.path.join(sample_dir, 'info.json')):
-        sample_command(model_dir=model_dir, checkpoint=checkpoint, out_dir=sample_dir, num_samples=num_samples,
-                       batch_size=batch_size, sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-                       skip_type=skip_type, skip_prk_steps=skip_prk_steps, seed=seed, output_type='npz', ema=ema,
-                       num_gpus=num_gpus, **overrides)
-      with open(os.path.join(sample_dir, 'info.json')) as f:
-        sampling = json.load(f)
-      for key, want in [('num_samples', num_samples), ('sampler', sampler), ('seed', seed), ('ema', ema),
-                        ('skip_type', skip_type)]:
-        if sampling.get(key) != want:
-          raise UsageError('{} holds samples with {}={!r}, not {!r}; expected a fresh --out_dir'.format(
-            sample_dir, key, sampling.get(key), want))
-      with np.load(os.path.join(sample_dir, 'samples.npz')) as f:
-        images = f['arr_0']
-      dataset_name, image_size = sampling['dataset'], sampling['image_size']
-      data_kwargs = _kwargs_of(script, sampling)
-      sampling['num_diffusion_timesteps'] = data_kwargs['num_diffusion_timesteps']
+      images, sampling = _model_samples(sample_command, source, os.path.join(out_dir, 'samples'), model_dir=model_dir,
+                                        checkpoint=checkpoint, num_samples=num_samples, batch_size=batch_size,
+                                        num_gpus=num_gpus, overrides=overrides, **sampler_flags)
+      data_kwargs = source.kwargs
     else:
       defaults = checks.default_kwargs(script.train_fn)
-      dataset_name = overrides.get('dataset', defaults.get('dataset'))
-      data_kwargs = dict(overrides, dataset=dataset_name)
-      image_size = catalog.image_size_of(data_kwargs)
-      sampling = {'real_split': real_split, 'dataset': dataset_name, 'image_size': image_size}
-    ds = catalog.get_dataset(dataset_name, tfds_data_dir=tfds_data_dir,
-                             resolution=image_size if dataset_name in ('digits', 'folder') else None,
+      data_kwargs = dict(overrides, dataset=overrides.get('dataset', defaults.get('dataset')))
+      sampling = {'real_split': real_split, 'dataset': data_kwargs['dataset'],
+                  'image_size': catalog.image_size_of(data_kwargs)}
+    ds = catalog.get_dataset(sampling['dataset'], tfds_data_dir=tfds_data_dir,
+                             resolution=sampling['image_size'] if sampling['dataset'] in ('digits', 'folder') else None,
                              **catalog.folder_args(data_kwargs))
     if real_split is not None:
-      images = protocol.real_images(ds, real_split)
-      if len(images) > num_samples:
-        images = images[:num_samples]
+      images = protocol.real_images(ds, real_split)[:num_samples]
 
-    # -- the numbers
-    stats_dir = stats_dir or watcher.default_stats_dir(dataset_name, tfds_data_dir=tfds_data_dir)
-    refs = protocol.reference_stats(ds, extractor, stats_dir)
+    stats_dir = stats_dir or watcher.default_stats_dir(sampling['dataset'], tfds_data_dir=tfds_data_dir)
+    refs = watcher.reference_statistics(ds, extractor, stats_dir, max_images=50000)
     print('measuring {} images with {} ({}) against {}'.format(
       len(images), features, extractor.graph_sha256[:12], ', '.join(path for _, path in refs.values())))
     result_metrics = protocol.measure(images, extractor, refs, num_splits=num_splits)
     if bpd:
-      worker = SimpleEvalWorker(tpu_name=None,
-                                model_constructor=lambda: script.load_model(_kwargs_of(script, sampling), ds),
-                                total_bs=batch_size if ds.num_eval_examples >= batch_size else ds.num_eval_examples,
-                                dataset=ds, num_gpus=num_gpus)
-      bpd_path = worker.run(mode='bpd_eval', logdir=out_dir, load_ckpt=sampling['checkpoint'], ema=ema,
-                            max_batches=bpd_batches, seed=seed)
-      with np.load(bpd_path) as f:
-        result_metrics['bits_per_dim'] = float(f['total_bpd'].mean())
-        result_metrics['bits_per_dim_num_images'] = int(f['total_bpd'].shape[0])
-
-    result = {
-      'label': protocol.row_label(sampling), 'dataset': dataset_name, 'image_size': image_size, 'features': features,
-      'feature_network': {'path': extractor.graph_path, 'sha256': extractor.graph_sha256},
-      'reference_statistics': {split: path for split, (_, path) in refs.items()},
-      'sampling': sampling, 'metrics': result_metrics, 'num_splits': num_splits,
-      'samples': None if real_split else os.path.join(out_dir, 'samples', 'samples.npz'),
-    }
-    table = protocol.format_table(result)
-    utils.write_json_atomic(os.path.join(out_dir, 'results.json'), result)
-    utils.atomic_write_bytes(os.path.join(out_dir, 'table.md'), table.encode('utf-8'))
-    print(table + 'wrote {} and {}'.format(os.path.join(out_dir, 'table.md'), os.path.join(out_dir, 'results.json')))
-    return result
+      result_metrics.update(_bits_per_dim(script, source, ds, out_dir, batch_size=batch_size, ema=ema,
+                                          bpd_batches=bpd_batches, seed=seed, num_gpus=num_gpus))
+    return _write_result(out_dir, sampling, extractor, refs, result_metrics, features=features,
+                         num_splits=num_splits)
 
   return runner.extra_flags(reproduce, checks.default_kwargs(script.train_fn),
                             commands.TRAIN_KWARGS_ABOUT.format(script.name))
 
 
-def _kwargs_of(script, sampling):
-  """The training kwargs a sample dump was drawn with (its kwargs.json, else the script's defaults) + overrides."""
-  path = sampling.get('kwargs_json')
-  kwargs = run_dir.load_train_kwargs(os.path.dirname(path)) if path else checks.default_kwargs(script.train_fn)
-  return dict(kwargs, **(sampling.get('overrides') or {}))
+def _check_protocol_flags(*, features, inception_graph, num_samples, num_splits, bpd, bpd_batches, real_split,
+                          overrides, has_model):
+  """reproduce's own flags (the sampling flags are checked by `sample` before anything is built)."""
+  feature_networks.check_features(features, inception_graph=inception_graph)
+  checks.check_int('num_samples', num_samples, minimum=2)
+  checks.check_int('num_splits', num_splits)
+  if num_samples < num_splits:
+    raise UsageError('num_samples={} is smaller than num_splits={}; expected at least one sample per Inception Score '
+                     'split'.format(num_samples, num_splits))
+  checks.check_int('bpd_batches', bpd_batches, allow_none=True)
+  if real_split is not None:
+    checks.check_choice('real_split', real_split, protocol.REAL_SPLITS)
+    if checks.check_bool('bpd', bpd):
+      raise UsageError('--bpd needs a model; drop it with --real_split')
+    unknown = sorted(set(overrides) - {'dataset', 'resolution', 'data_dir', 'eval_fraction'})
+    if unknown:
+      raise UsageError('{} do(es) not apply to --real_split; expected only --dataset, --resolution, --data_dir and '
+                       '--eval_fraction'.format(', '.join('--' + k for k in unknown)))
+  elif not has_model:
+    raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
+
+
+def _out_dir(out_dir, model_dir, checkpoint, real_split, *, sampler, num_inference_steps, skip_type, ema, seed,
+             num_samples, **_):
+  """--out_dir, by default <model_dir or checkpoint dir>/reproduce/<sampler><steps>[_<skip>]_<ema>_seed<s>_n<N>
+  (real images: ./reproduce/real_<split>)."""
+  if real_split is not None:
+    base, name = os.getcwd(), 'real_{}'.format(real_split)
+  else:
+    base = model_dir or (checkpoint if os.path.isdir(str(checkpoint)) else os.path.dirname(str(checkpoint)))
+    name = '{}{}{}_{}_seed{}_n{}'.format(sampler, num_inference_steps or '', '' if skip_type == 'uniform' else
+                                         '_' + skip_type, 'ema' if ema else 'noema', seed, num_samples)
+  return os.path.abspath(out_dir or os.path.join(base, 'reproduce', name))
+
+
+def _model_samples(sample_command, source, sample_dir, *, model_dir, checkpoint, num_samples, batch_size, num_gpus,
+                   overrides, **sampler_flags):
+  """(uint8 samples [N, H, W, 3], the dump's info.json) of the `sample` dump in sample_dir: drawn now, or those of
+  an earlier run with the same settings (then the provenance warning that sampling would print is printed here)."""
+  info_path = os.path.join(sample_dir, 'info.json')
+  if os.path.isfile(info_path):
+    warning = provenance.ema_warning(source.checkpoint, source.provenance) if sampler_flags['ema'] else None
+    if warning:
+      print(warning, file=sys.stderr)
+  else:
+    sample_command(model_dir=model_dir, checkpoint=checkpoint, out_dir=sample_dir, num_samples=num_samples,
+                   batch_size=batch_size, output_type='npz', num_gpus=num_gpus, **sampler_flags, **overrides)
+  with open(info_path) as f:
+    sampling = json.load(f)
+  for key in ('num_samples', 'sampler', 'seed', 'ema', 'skip_type'):
+    want = num_samples if key == 'num_samples' else sampler_flags[key]
+    if sampling.get(key) != want:
+      raise UsageError('{} holds samples with {}={!r}, not {!r}; expected a fresh --out_dir'.format(
+        sample_dir, key, sampling.get(key), want))
+  with np.load(os.path.join(sample_dir, 'samples.npz')) as f:
+    images = f['arr_0']
+  sampling['num_diffusion_timesteps'] = source.kwargs['num_diffusion_timesteps']
+  return images, sampling
+
+
+def _bits_per_dim(script, source, ds, out_dir, *, batch_size, ema, bpd_batches, seed, num_gpus):
+  """The test set's bits/dim under the model (all T terms of the variational bound)."""
+  worker = SimpleEvalWorker(tpu_name=None, model_constructor=lambda: script.load_model(source.kwargs, ds),
+                            total_bs=batch_size if ds.num_eval_examples >= batch_size else ds.num_eval_examples,
+                            dataset=ds, num_gpus=num_gpus)
+  bpd_path = worker.run(mode='bpd_eval', logdir=out_dir, load_ckpt=source.checkpoint, ema=ema,
+                        max_batches=bpd_batches, seed=seed)
+  with np.load(bpd_path) as f:
+    return {'bits_per_dim': float(f['total_bpd'].mean()), 'bits_per_dim_num_images': int(f['total_bpd'].shape[0])}
+
+
+def _write_result(out_dir, sampling, extractor, refs, result_metrics, *, features, num_splits):
+  """<out_dir>/results.json and table.md (rewritten by every run: they describe the latest measurement)."""
+  result = {
+    'label': protocol.row_label(sampling), 'dataset': sampling['dataset'], 'image_size': sampling['image_size'],
+    'features': features, 'feature_network': {'path': extractor.graph_path, 'sha256': extractor.graph_sha256},
+    'reference_statistics': {split: path for split, (_, path) in refs.items()},
+    'sampling': sampling, 'metrics': result_metrics, 'num_splits': num_splits,
+    'samples': None if sampling.get('real_split') else os.path.join(out_dir, 'samples', 'samples.npz'),
+  }
+  table = protocol.format_table(result)
+  utils.write_json_atomic(os.path.join(out_dir, 'results.json'), result)
+  utils.atomic_write_bytes(os.path.join(out_dir, 'table.md'), table.encode('utf-8'))
+  print(table + 'wrote {} and {}'.format(os.path.join(out_dir, 'table.md'), os.path.join(out_dir, 'results.json')))
+  return result

@@ -38,10 +38,10 @@ and otherwise raises a ValueError that says what to do (e.g. run `download_and_p
 """
 import functools
 
-import numpy as np
 
 from .digits import (  # noqa: F401 (this module's names)
   DIGITS_NUM_TRAIN, DIGITS_RESOLUTION, DIGITS_RESOLUTIONS, DigitsDataset, load_digits_images, upsample_bilinear)
+from .. import checks
 from ..checks import check_choice
 from ..errors import UsageError
 from .folder import DEFAULT_EVAL_FRACTION, FOLDER_FLAGS, FolderDataset  # noqa: F401 (this module's names)
@@ -92,8 +92,7 @@ def get_dataset(name, *, tfds_data_dir=None, tfr_file=None, seed=547, resolution
       data_dir, name))
   if name == 'folder':
     return FolderDataset(data_dir, resolution=resolution, eval_fraction=eval_fraction, seed=seed)
-  if resolution is not None and (not isinstance(resolution, (int, np.integer)) or resolution < 1):
-    raise ValueError('resolution={!r}; expected a positive int or None'.format(resolution))
+  checks.check_int('resolution', resolution, allow_none=True)
   if name in _TFDS_SPECS:
     size = _TFDS_SPECS[name].image_size
     if resolution not in (None, size):

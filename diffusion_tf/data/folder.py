@@ -34,7 +34,7 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from ..checks import check_number
+from ..checks import check_number, is_int
 from ..errors import UsageError
 from .images import DECODE_ERRORS, GREY_MODES, IMAGE_EXTENSIONS, center_crop_resize, decode_rgb, find_images, read_rgb
 from .pipeline import ImageDataset
@@ -108,8 +108,7 @@ class FolderDataset(ImageDataset):
     if not os.path.isdir(data_dir):
       raise UsageError('data_dir={!r} is not a directory; expected a folder of {} images'.format(
         data_dir, '/'.join(e[1:] for e in IMAGE_EXTENSIONS)))
-    if resolution is None or not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool) or (
-        resolution < 1):
+    if not is_int(resolution) or resolution < 1:
       raise UsageError('resolution={!r}; dataset folder needs the training image size, a positive integer such '
                        'as 32, 64, 128 or 256'.format(resolution))
     check_number('eval_fraction', eval_fraction, low=0., high=1., high_inclusive=False)

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from .. import checks
 from .pipeline import ImageDataset, _batch_size
 
 _TFR_RESOLUTION_RE = re.compile(r'-r(\d\d)\.tfrecords$')
@@ -84,10 +85,9 @@ class LsunDataset(ImageDataset):
     max_images images (in file order); shuffle_mb: MiB of decoded images in the training shuffle buffer (0: no
     shuffling beyond the file order), as StyleGAN2's reader; buffer_mb: MiB of the TFRecord read buffer."""
     self._files, image_size = check_lsun_tfrecords(tfr_file, resolution)
-    for what, value in [('max_images', max_images), ('shuffle_mb', shuffle_mb), ('buffer_mb', buffer_mb)]:
-      if (value is not None or what != 'max_images') and (
-          not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
-        raise ValueError('{}={!r}; expected a non-negative integer'.format(what, value))
+    checks.check_int('max_images', max_images, minimum=0, allow_none=True)
+    checks.check_int('shuffle_mb', shuffle_mb, minimum=0)
+    checks.check_int('buffer_mb', buffer_mb, minimum=0)
     self.max_images, self.buffer_mb = max_images, int(buffer_mb)
     super().__init__(name='lsun', image_size=image_size, seed=seed, num_train_examples=max_images,
                      num_eval_examples=None)

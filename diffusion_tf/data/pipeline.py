@@ -2,8 +2,9 @@
 the index of the input pipeline an input fn builds, and ImageDataset, the base class that turns a dataset's uint8
 images into shuffled, batched, prefetched input."""
 
-import numpy as np
 import tensorflow.compat.v1 as tf
+
+from .. import checks
 
 
 # Bytes of decoded uint8 images the training shuffle buffer may hold (StyleGAN's TFRecord reader allowed 4 GiB). The
@@ -24,7 +25,7 @@ def _shuffle_buffer_size(image_size, num_examples):
 
 def _batch_size(params):
   batch_size = params.get('batch_size') if isinstance(params, dict) else None
-  if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+  if not checks.is_int(batch_size) or batch_size < 1:
     raise ValueError('params[\'batch_size\']={!r}; expected a positive int'.format(batch_size))
   return int(batch_size)
 

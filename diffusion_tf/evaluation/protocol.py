@@ -10,6 +10,7 @@ the measured row.
 
 import numpy as np
 
+from .. import provenance
 from . import metrics
 from . import watcher as evaluation, reference_stats as fid_stats
 from .feature_networks import FEATURES  # noqa: F401 (the choice of feature network, defined once there)
@@ -58,21 +59,6 @@ def real_images(ds, split):
   return np.concatenate(list(evaluation.iterate_real_images(input_fn, count)))
 
 
-def reference_stats(ds, extractor, stats_dir, *, stats_name=None):
-  """{split: (stats, path)} of the dataset's train and (if it has one) test split, cached in stats_dir."""
-  stats_name = stats_name or '{}-{}px'.format(ds.name, ds.image_size)
-  refs = {}
-  splits = [('train', ds.train_one_pass_input_fn, ds.num_train_examples)]
-  if ds.num_eval_examples:
-    splits.append(('test', ds.eval_input_fn, ds.num_eval_examples))
-  for split, input_fn, count in splits:
-    num = None if (count and count <= 50000) else 50000
-    refs[split] = fid_stats.get_or_compute_statistics(
-      stats_dir, dataset=stats_name, split=split, extractor=extractor, num_samples=num,
-      batches_fn=lambda input_fn=input_fn, count=count: evaluation.iterate_real_images(input_fn, count))
-  return refs
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The table
 
@@ -113,5 +99,6 @@ def row_label(sampling):
     extras.append('eta {:g}'.format(sampling.get('eta', 0.)))
   if sampling.get('skip_type', 'uniform') != 'uniform':
     extras.append(sampling['skip_type'])
-  return '{}-{}{}, {} weights, step {}'.format(name, steps, ' ({})'.format(', '.join(extras)) if extras else '',
-                                               'EMA' if sampling.get('ema') else 'non-EMA', sampling.get('step'))
+  return '{}-{}{}, {}, step {}'.format(name, steps, ' ({})'.format(', '.join(extras)) if extras else '',
+                                       provenance.weights_label(sampling.get('ema'), sampling.get('provenance')),
+                                       sampling.get('step'))

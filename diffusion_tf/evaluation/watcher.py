@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import inception, utils
+from .. import checks, inception, utils
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic
 from ..runs import checkpoint_recovery
@@ -127,6 +127,38 @@ def split_is_tag(num_samples):
   return 'samples/inception{}_{}splits'.format(num_samples, split_is_splits(num_samples))
 
 
+def reference_statistics(ds, extractor, stats_dir, *, stats_name=None, total_bs=None, limit_dataset_size=0,
+                         max_images=None, printer=None):
+  """{'train': (stats, path), 'test': (stats, path)} (test only for datasets with a test split): the Frechet
+  statistics of a dataset's reference images, computed with `extractor` once and then read from stats_dir.
+
+  The training side is the dataset's reference input (ds.reference_input_fn: the one-pass training set; LSUN: a
+  shuffled subset), cached under ds.reference_split_name. total_bs=None: every image of each split (the first
+  max_images when given); else the images the original's evaluation measured (num_reference_images: batches of
+  total_bs, the last incomplete one dropped, at most limit_dataset_size // total_bs of them).
+  printer(split, stats, path) is called for each split.
+  """
+  stats_name = stats_name or '{}-{}px'.format(ds.name, ds.image_size)
+  splits = [('train', ds.reference_split_name, ds.reference_input_fn, ds.num_train_examples)]
+  if ds.num_eval_examples:  # None: no test split
+    splits.append(('test', 'test', ds.eval_input_fn, ds.num_eval_examples))
+  refs = {}
+  for key, name, input_fn, count in splits:
+    if total_bs is None:
+      num, batch_size = (max_images if max_images and (count is None or count > max_images) else None), None
+    else:
+      num, batch_size = num_reference_images(count, total_bs, limit_dataset_size), total_bs
+    stats, path = fid_stats.get_or_compute_statistics(
+      stats_dir, dataset=stats_name, split=name, extractor=extractor, num_samples=num,
+      allow_fewer=count is None,  # unknown size (LSUN): at most that many, as the original's take()
+      batches_fn=lambda input_fn=input_fn, count=count, batch_size=batch_size: iterate_real_images(
+        input_fn, count, batch_size))
+    if printer is not None:
+      printer(key, stats, path)
+    refs[key] = (stats, path)
+  return refs
+
+
 class EvalWorker:
   """Samples from a run's checkpoints and measures them: the original's evaluation loop.
 
@@ -157,12 +189,9 @@ class EvalWorker:
                stats_name=None, num_gpus=None, reference='original', printer=print):
     """inception_bs: images per run of the Inception graph (the scripts pass total_bs, as the original; the original
     also drew the metrics' samples in batches of inception_bs, here they are drawn in batches of total_bs)."""
-    if not isinstance(num_inception_samples, int) or num_inception_samples < 2:
-      raise UsageError('num_inception_samples={!r}; expected an integer >= 2'.format(num_inception_samples))
-    if not isinstance(inception_bs, int) or isinstance(inception_bs, bool) or inception_bs < 1:
-      raise UsageError('inception_bs={!r}; expected a positive integer'.format(inception_bs))
-    if not isinstance(limit_dataset_size, int) or isinstance(limit_dataset_size, bool) or limit_dataset_size < 0:
-      raise UsageError('limit_dataset_size={!r}; expected an integer >= 0 (0: no limit)'.format(limit_dataset_size))
+    checks.check_int('num_inception_samples', num_inception_samples, minimum=2)
+    checks.check_int('inception_bs', inception_bs)
+    checks.check_int('limit_dataset_size', limit_dataset_size, minimum=0)  # 0: no limit
     if reference not in self.REFERENCES:
       raise UsageError('reference={!r}; expected one of {}'.format(reference, ', '.join(self.REFERENCES)))
     self.model_constructor = model_constructor
@@ -181,35 +210,12 @@ class EvalWorker:
     self._extractor = None
 
   # -- real data statistics
-  def _reference_splits(self):
-    """[(train or test, name in the statistics cache, input fn, number of images or None for all, batch size or None
-    for one that divides the split)] of the reference images."""
-    ds = self.dataset
-    splits = [('train', ds.reference_split_name, ds.reference_input_fn, ds.num_train_examples)]
-    if ds.num_eval_examples:  # None: no test split
-      splits.append(('test', 'test', ds.eval_input_fn, ds.num_eval_examples))
-    out = []
-    for key, name, input_fn, count in splits:
-      if self.reference == 'full':
-        out.append((key, name, input_fn, None, None))  # every image
-      else:
-        out.append((key, name, input_fn, num_reference_images(count, self.total_bs, self.limit_dataset_size),
-                    self.total_bs))
-    return out
-
   def _reference_stats(self):
-    refs = {}
-    for key, name, input_fn, num, batch_size in self._reference_splits():
-      count = dict(train=self.dataset.num_train_examples, test=self.dataset.num_eval_examples)[key]
-      stats, path = fid_stats.get_or_compute_statistics(
-        self.stats_dir, dataset=self.stats_name, split=name, extractor=self._extractor, num_samples=num,
-        allow_fewer=count is None,  # unknown size (LSUN): at most limit // total_bs batches, as the original's take()
-        batches_fn=lambda input_fn=input_fn, count=count, batch_size=batch_size: iterate_real_images(
-          input_fn, count, batch_size))
-      self._print('reference statistics ({} split, {} images, {} set): {}'.format(
-        key, stats.get('num_samples'), self.reference, path))
-      refs[key] = (stats, path)
-    return refs
+    return reference_statistics(
+      self.dataset, self._extractor, self.stats_dir, stats_name=self.stats_name,
+      total_bs=None if self.reference == 'full' else self.total_bs, limit_dataset_size=self.limit_dataset_size,
+      printer=lambda split, stats, path: self._print('reference statistics ({} split, {} images, {} set): {}'.format(
+        split, stats.get('num_samples'), self.reference, path)))
 
   def _metrics(self, samples, refs):
     """The metrics of samples [n, H, W, 3] (floats in [-1, 1]) against the reference statistics, under the

@@ -23,8 +23,11 @@ DATASETS = ('celebahq256', 'cifar10', 'digits', 'folder')
 
 class Model(model.Model):
   def __init__(self, *, model_name, betas, loss_type: str, num_classes: int, dropout: float, randflip,
-               block_size: int):
+               block_size: int, unet_config=None):
+    """unet_config: the U-Net's architecture (models/configs.py keys) when it is not one of MODEL_CONFIGS, e.g. a
+    converted checkpoint's; then model_name is only its label."""
     self.model_name = model_name
+    self.unet_config = unet_config
     self.diffusion = GaussianDiffusion(betas=betas, loss_type=loss_type)
     self.num_classes = num_classes
     self.dropout = dropout
@@ -41,10 +44,9 @@ class Model(model.Model):
       x = tf.nn.space_to_depth(x, self.block_size)
       out_ch *= self.block_size ** 2
     y = None
-    if self.model_name not in MODEL_CONFIGS:
-      raise NotImplementedError(self.model_name)
+    config = model.unet_config_of(self.model_name, self.unet_config, MODEL_CONFIGS)
     out = unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
-                     **MODEL_CONFIGS[self.model_name])
+                     **config)
     if self.block_size != 1:
       out = tf.nn.depth_to_space(out, self.block_size)
     assert out.shape.as_list() == [B, H, W, orig_out_ch]
@@ -92,13 +94,15 @@ def load_model(kwargs, ds):
     num_classes=ds.num_classes,
     dropout=kwargs['dropout'],
     randflip=kwargs['randflip'],
+    unet_config=kwargs.get('unet_config'),
     block_size=kwargs['block_size'])
 
 
 def validate_kwargs(kwargs, datasets_allowed=DATASETS):
   c = checks
   c.check_choice('dataset', kwargs['dataset'], datasets_allowed)
-  c.check_choice('model_name', kwargs['model_name'], sorted(MODEL_CONFIGS))
+  configs = model.unet_configs(kwargs, MODEL_CONFIGS)
+  c.check_choice('model_name', kwargs['model_name'], sorted(configs))
   c.check_choice('loss_type', kwargs['loss_type'], LOSS_TYPES)
   model.check_beta_schedule(kwargs)
   c.check_number('dropout', kwargs['dropout'], low=0., high=1., high_inclusive=False)
@@ -106,7 +110,7 @@ def validate_kwargs(kwargs, datasets_allowed=DATASETS):
   c.check_int('block_size', kwargs['block_size'])
   if kwargs.get('resolution') is not None:
     c.check_int('resolution', kwargs['resolution'])
-  checks.check_model_config(kwargs['model_name'], MODEL_CONFIGS, catalog.image_size_of(kwargs),
+  checks.check_model_config(kwargs['model_name'], configs, catalog.image_size_of(kwargs),
                            block_size=kwargs['block_size'])
 
 

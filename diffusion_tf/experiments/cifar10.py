@@ -24,8 +24,11 @@ DATASETS = ('cifar10', 'digits', 'folder')
 
 class Model(model.Model):
   def __init__(self, *, model_name, betas, model_mean_type: str, model_var_type: str, loss_type: str,
-               num_classes: int, dropout: float, randflip):
+               num_classes: int, dropout: float, randflip, unet_config=None):
+    """unet_config: the U-Net's architecture (models/configs.py keys) when it is not one of MODEL_CONFIGS, e.g. a
+    converted checkpoint's; then model_name is only its label."""
     self.model_name = model_name
+    self.unet_config = unet_config
     self.diffusion = GaussianDiffusion2(
       betas=betas, model_mean_type=model_mean_type, model_var_type=model_var_type, loss_type=loss_type)
     self.num_classes = num_classes
@@ -39,10 +42,9 @@ class Model(model.Model):
     assert y.shape == [B] and y.dtype in [tf.int32, tf.int64]
     out_ch = (C * 2) if self.diffusion.model_var_type == 'learned' else C
     y = None
-    if self.model_name not in MODEL_CONFIGS:
-      raise NotImplementedError(self.model_name)
+    config = model.unet_config_of(self.model_name, self.unet_config, MODEL_CONFIGS)
     return unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
-                      **MODEL_CONFIGS[self.model_name])
+                      **config)
 
   def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
     # model.Model.samples_fn under the original run_cifar.py's parameter names
@@ -83,14 +85,16 @@ def load_model(kwargs, ds):
     loss_type=kwargs['loss_type'],
     num_classes=ds.num_classes,
     dropout=kwargs['dropout'],
-    randflip=kwargs['randflip'])
+    randflip=kwargs['randflip'],
+    unet_config=kwargs.get('unet_config'))
 
 
 def validate_kwargs(kwargs):
   """Check the model/diffusion/optimizer settings of train() (or of a kwargs.json) before anything is built."""
   c = checks
   c.check_choice('dataset', kwargs['dataset'], DATASETS)
-  c.check_choice('model_name', kwargs['model_name'], sorted(MODEL_CONFIGS))
+  configs = model.unet_configs(kwargs, MODEL_CONFIGS)
+  c.check_choice('model_name', kwargs['model_name'], sorted(configs))
   c.check_choice('model_mean_type', kwargs['model_mean_type'], MODEL_MEAN_TYPES)
   c.check_choice('model_var_type', kwargs['model_var_type'], MODEL_VAR_TYPES)
   c.check_choice('loss_type', kwargs['loss_type'], LOSS_TYPES)
@@ -105,7 +109,7 @@ def validate_kwargs(kwargs):
     if kwargs['dataset'] not in ('digits', 'folder') and kwargs['resolution'] != catalog.IMAGE_SIZES[kwargs['dataset']]:
       raise UsageError('resolution={!r}: {} images are {}x{}; only digits has other sizes'.format(
         kwargs['resolution'], kwargs['dataset'], *[catalog.IMAGE_SIZES[kwargs['dataset']]] * 2))
-  checks.check_model_config(kwargs['model_name'], MODEL_CONFIGS, catalog.image_size_of(kwargs))
+  checks.check_model_config(kwargs['model_name'], configs, catalog.image_size_of(kwargs))
 
 
 def validate_train_kwargs(kwargs):

@@ -13,6 +13,51 @@ from ..errors import UsageError
 from ..models import configs
 
 
+# The unet.model keyword arguments that fix the U-Net's architecture (models/configs.py).
+UNET_KEYS = ('ch', 'ch_mult', 'num_res_blocks', 'attn_resolutions')
+# model_name of a U-Net given by its hyper-parameters (kwargs['unet_config'], e.g. a converted checkpoint's) rather
+# than by the name of one of a script's configurations.
+CONVERTED = 'converted'
+
+
+def same_unet(a, b, image_size):
+  """Whether two U-Net configurations (dicts of UNET_KEYS; tuples or lists) build the same network for images of
+  image_size: attention resolutions that no level of the U-Net reaches make no difference."""
+  def norm(c):
+    levels = {image_size // 2 ** i for i in range(len(c['ch_mult']))}
+    return (c['ch'], tuple(c['ch_mult']), c['num_res_blocks'], tuple(sorted(set(c['attn_resolutions']) & levels)))
+  return norm(a) == norm(b)
+
+
+def describe_unet(config):
+  return ', '.join('{}={}'.format(k, tuple(config[k]) if isinstance(config[k], (list, tuple)) else config[k])
+                   for k in UNET_KEYS)
+
+
+def unet_configs(kwargs, configs):
+  """The configurations a run's model_name names: a script's `configs`, plus CONVERTED -> kwargs['unet_config'] when
+  the run gives its U-Net by hyper-parameters."""
+  config = kwargs.get('unet_config')
+  if config is None:
+    return configs
+  if not isinstance(config, dict) or sorted(config) != sorted(UNET_KEYS):
+    raise UsageError('unet_config={!r}; expected a dict of {}'.format(config, ', '.join(UNET_KEYS)))
+  check_int('ch', config['ch'])
+  check_int('num_res_blocks', config['num_res_blocks'])
+  if not config['ch_mult'] or not all(isinstance(m, int) and m >= 1 for m in config['ch_mult']):
+    raise UsageError('unet_config ch_mult={!r}; expected positive integers'.format(config['ch_mult']))
+  return dict(configs, **{CONVERTED: {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}})
+
+
+def unet_config_of(model_name, unet_config, configs):
+  """unet.model's architecture kwargs: `unet_config` if given, else the configuration named model_name."""
+  if unet_config is not None:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in unet_config.items()}
+  if model_name not in configs:
+    raise NotImplementedError(model_name)
+  return configs[model_name]
+
+
 class Model:
   """What a script's model provides. All images, inputs and outputs, are normalized to [-1, 1].
 

@@ -20,6 +20,7 @@ import tensorflow.compat.v1 as tf
 
 from .. import utils
 from ..errors import ShardError
+from ..runs.paths import refuse_overwrite
 
 SAMPLES_FILE = 'samples.npz'
 INFO_FILE = 'info.json'
@@ -111,10 +112,7 @@ def merge_shards(shard_dirs, out_dir):
   """
   if not shard_dirs:
     raise ShardError('no shard directories given; expected the n directories of `sample --shard=i/n` runs')
-  out_files = [os.path.join(out_dir, f) for f in (SAMPLES_FILE, INFO_FILE)]
-  existing = [f for f in out_files if tf.io.gfile.exists(f)]
-  if existing:
-    raise ShardError('{} already exists; merging never overwrites: choose another --out_dir'.format(existing[0]))
+  refuse_overwrite(out_dir, [SAMPLES_FILE, INFO_FILE], 'merging')
   shards = {}
   first_dir = first = None
   for shard_dir in shard_dirs:

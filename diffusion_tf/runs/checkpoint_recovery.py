@@ -41,9 +41,14 @@ def checkpoint_problem(ckpt):
   return None
 
 
+def step_in_name(prefix, default=None):
+  """N of a checkpoint prefix named <name>-N (model.ckpt-N, as Saver names them), else `default`."""
+  match = re.search(r'-(\d+)$', str(prefix))
+  return int(match.group(1)) if match else default
+
+
 def _step_of(prefix):
-  match = re.search(r'-(\d+)$', prefix)
-  return int(match.group(1)) if match else -1
+  return step_in_name(prefix, default=-1)  # unnumbered prefixes sort last
 
 
 def _listed_checkpoints(model_dir):

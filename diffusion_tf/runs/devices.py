@@ -12,7 +12,7 @@ from tensorflow.python.client import device_lib
 from tensorflow.python.tpu import tpu_function
 from tensorflow.python.tpu.ops import tpu_ops
 
-from .. import compat
+from .. import checks, compat
 from ..errors import UsageError
 
 
@@ -101,7 +101,7 @@ def cluster_from_tf_config(value):
   task = config.get('task')
   task_type = task.get('type') if isinstance(task, dict) else None
   task_index = task.get('index', 0) if isinstance(task, dict) else None
-  if task_type not in spec or not isinstance(task_index, int) or isinstance(task_index, bool) or not (
+  if task_type not in spec or not checks.is_int(task_index) or not (
       0 <= task_index < len(spec[task_type])):
     raise UsageError('{} task {!r} is not a task of its cluster ({}); expected "task": {{"type": one of {}, "index": '
                      '0..n-1}}'.format(TF_CONFIG_VAR, task, ', '.join('{} x{}'.format(t, len(a)) for t, a in sorted(
@@ -167,8 +167,7 @@ class Distribution:
 
   def check_batch_size(self, total_bs, what='total_bs'):
     """The global batch size must split evenly over the replicas."""
-    if not isinstance(total_bs, int) or isinstance(total_bs, bool) or total_bs < 1:
-      raise UsageError('{}={!r}; expected a positive integer'.format(what, total_bs))
+    checks.check_int(what, total_bs)
     if total_bs % self.num_replicas != 0:
       raise UsageError('{}={} is not divisible by the {} replicas ({}); expected a multiple of {}'.format(
         what, total_bs, self.num_replicas, self.kind, self.num_replicas))

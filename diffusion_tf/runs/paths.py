@@ -71,6 +71,16 @@ class Paths:
     return under_bucket(path, self.bucket)
 
 
+def refuse_overwrite(out_dir, files, command):
+  """PathError if out_dir already holds any of `files` (names relative to it): a command's outputs are written once
+  and never replaced; `command` names the command in the message."""
+  import tensorflow.compat.v1 as tf  # only when used: this module is also imported by light-weight code
+  existing = [f for f in files if tf.io.gfile.exists(os.path.join(out_dir, f))]
+  if existing:
+    raise PathError('{} already holds {}: outputs are never overwritten ({} never overwrites); choose another '
+                    '--out_dir or move the old files away'.format(out_dir, ', '.join(existing), command))
+
+
 def check_writable_dir(path, what):
   """Create directory `path` if needed and prove it writable by writing and deleting a probe file."""
   import tensorflow.compat.v1 as tf  # only when used: this module is also imported by light-weight code

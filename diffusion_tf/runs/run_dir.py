@@ -4,7 +4,6 @@ newest readable one, resolving a --checkpoint / --load_ckpt flag, reading the st
 
 import json
 import os
-import re
 import sys
 
 import tensorflow.compat.v1 as tf
@@ -16,6 +15,11 @@ from . import checkpoint_recovery
 from .paths import is_url
 
 KWARGS_FILE = 'kwargs.json'
+# What sets the size of a script's model, for the error of a checkpoint that does not fit it.
+SIZE_FLAGS_HINT = ('the U-Net\'s size is set by --model_name (its ch, ch_mult, num_res_blocks, attn_resolutions), '
+                   '--dataset / --resolution (the image size), --block_size (run_celebahq.py, run_lsun.py) and '
+                   '--model_var_type=learned (twice the output channels); a run\'s kwargs.json or a converted '
+                   'checkpoint\'s unet_hparams.json beside the checkpoint sets them')
 
 
 def write_kwargs_json(model_dir, kwargs):
@@ -92,8 +96,7 @@ def checkpoint_step(ckpt):
   reader = tf.train.load_checkpoint(ckpt)
   if reader.has_tensor('global_step'):
     return int(reader.get_tensor('global_step'))
-  match = re.search(r'-(\d+)$', ckpt)
-  return int(match.group(1)) if match else 0
+  return checkpoint_recovery.step_in_name(ckpt, default=0)
 
 
 def restore_weights(sess, ckpt, *, ema, var_list=None):
@@ -119,8 +122,8 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
       continue
     if list(shapes[src]) != v.shape.as_list():
       raise UsageError('checkpoint {}: {} has shape {}, but the model built from the flags/kwargs.json needs {}; '
-                       'expected a checkpoint of the same model configuration'.format(
-                         ckpt, src, shapes[src], v.shape.as_list()))
+                       'expected a checkpoint of the same model configuration: {}'.format(
+                         ckpt, src, shapes[src], v.shape.as_list(), SIZE_FLAGS_HINT))
     name_map[src] = v
   if missing:
     raise UsageError('checkpoint {} lacks {} variable(s) the model needs, e.g. {}{}'.format(
@@ -135,7 +138,7 @@ def restore_weights(sess, ckpt, *, ema, var_list=None):
 def find_train_kwargs(model_dir, ckpt):
   """(kwargs, path of kwargs.json) of the run that wrote checkpoint `ckpt`: from model_dir, else from the checkpoint's
   directory; (None, None) when neither has a kwargs.json (a released or converted checkpoint)."""
-  for d in [model_dir, os.path.dirname(ckpt)]:
+  for d in [model_dir, ckpt and os.path.dirname(ckpt)]:
     if d and tf.io.gfile.exists(os.path.join(d, KWARGS_FILE)):
       return load_train_kwargs(d), os.path.join(d, KWARGS_FILE)
   return None, None

@@ -1,4 +1,5 @@
 """One trainer per run directory: <model_dir>/train.lock names the host and pid of the process training there.
+The same lock keeps one `sample` dump per output directory (<out_dir>/sample.lock; generate/dump.py).
 
 Local (and NFS) directories: the file is held with an exclusive flock(2) for as long as the trainer runs, so the
 kernel releases it when that process ends in any way (even SIGKILL); a lock file left behind by a dead process locks
@@ -22,6 +23,7 @@ import tensorflow.compat.v1 as tf
 from .paths import PathError, is_url
 
 LOCK_FILE = 'train.lock'
+SAMPLE_LOCK_FILE = 'sample.lock'
 
 
 def _pid_alive(pid):
@@ -49,19 +51,21 @@ def _parse(text):
 
 
 class RunLock:
-  """`RunLock(model_dir).acquire()` ... `release()`: see the module docstring."""
+  """`RunLock(model_dir).acquire()` ... `release()`: see the module docstring. `lock_file`, `activity` and `rule`
+  name the lock and say in the refusal what the holder does ('trained') and what is allowed ('one trainer per run
+  directory')."""
 
-  def __init__(self, model_dir):
+  def __init__(self, model_dir, *, lock_file=LOCK_FILE, activity='trained', rule='one trainer per run directory'):
     self.model_dir = model_dir
-    self.path = os.path.join(model_dir, LOCK_FILE)
+    self.path = os.path.join(model_dir, lock_file)
+    self._activity, self._rule = activity, rule
     self._file = None
     self._me = dict(host=socket.gethostname(), pid=os.getpid(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
 
   def _refuse(self, holder):
-    raise PathError('{} is being trained by another process: {} holds {}; expected one trainer per run directory '
-                    '(wait for it to end or stop it{})'.format(
-                      self.model_dir, _describe(holder), self.path,
-                      '; if it is gone, delete that file' if is_url(self.path) else ''))
+    raise PathError('{} is being {} by another process: {} holds {}; expected {} (wait for it to end or stop '
+                    'it{})'.format(self.model_dir, self._activity, _describe(holder), self.path, self._rule,
+                                   '; if it is gone, delete that file' if is_url(self.path) else ''))
 
   def acquire(self):
     if is_url(self.path):

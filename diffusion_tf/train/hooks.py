@@ -1,5 +1,6 @@
-"""The session hooks of the training loop: progress lines and the NaN/inf check (ProgressHook), and the watchdog
-that ends a worker of a cluster whose peers are gone (WorkerWatchdogHook).
+"""The session hooks of the training loop: progress lines and the NaN/inf check (ProgressHook, and
+ProgressHookFactory, which finds the Estimator's loss), the --max_train_secs bound (StopAfterSecsHook), and the
+watchdog that ends a worker of a cluster whose peers are gone (WorkerWatchdogHook).
 """
 
 import os
@@ -44,6 +45,46 @@ class ProgressHook(tf.train.SessionRunHook):
       rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
       self._print('step {:d}  loss {:.5f}  {:.2f} steps/s'.format(step, loss, rate))
       self._last_step, self._last_time = step, now
+
+
+class ProgressHookFactory(tf.train.SessionRunHook):
+  """A ProgressHook on the loss the Estimator's model_fn builds: it finds the loss tensor (the LOSSES collection)
+  once the graph exists, which is after the hooks are made."""
+
+  def __init__(self, every_n_steps, max_steps, model_dir, printer):
+    self._args = (every_n_steps, max_steps, model_dir, printer)
+    self._hook = None
+
+  def begin(self):
+    losses = tf.get_collection(tf.GraphKeys.LOSSES)
+    self._hook = ProgressHook(losses[-1] if losses else tf.constant(0.), *self._args)
+    self._hook.begin()
+
+  def after_create_session(self, session, coord):
+    self._hook.after_create_session(session, coord)
+
+  def before_run(self, run_context):
+    return self._hook.before_run(run_context)
+
+  def after_run(self, run_context, run_values):
+    self._hook.after_run(run_context, run_values)
+
+
+class StopAfterSecsHook(tf.train.SessionRunHook):
+  """Requests a stop (the Estimator then saves a checkpoint) once `secs` seconds have passed since the session
+  was created."""
+
+  def __init__(self, secs, printer):
+    self._secs, self._print = secs, printer
+    self._deadline = None
+
+  def after_create_session(self, session, coord):
+    self._deadline = time.time() + self._secs
+
+  def after_run(self, run_context, run_values):
+    if time.time() > self._deadline:
+      self._print('stopping: --max_train_secs={} reached'.format(self._secs))
+      run_context.request_stop()
 
 
 def worker_lost_message(cluster, detail):

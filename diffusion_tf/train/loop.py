@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from .. import compat, utils
+from .. import checks, compat, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError
 from . import preemption, summaries as tpu_summaries, hooks as training_hooks
 from ..runs import run_lock
@@ -174,51 +174,80 @@ def run_training(
     if log_dir is None or exp_name is None:
       raise UsageError('run_training needs model_dir, or log_dir and exp_name')
     model_dir = make_model_dir(log_dir, exp_name, date_str)
-  if save_checkpoints_steps is not None and save_checkpoints_secs is not None:
-    raise UsageError('give save_checkpoints_steps or save_checkpoints_secs, not both')
+  checks.check_run_settings(dict(
+    optimizer=optimizer, total_bs=total_bs, grad_clip=grad_clip, lr=lr, warmup=warmup, ema_decay=ema_decay,
+    keep_checkpoint_max=keep_checkpoint_max, iterations_per_loop=iterations_per_loop, log_every_steps=log_every_steps,
+    save_summary_steps=save_summary_steps, worker_timeout_secs=worker_timeout_secs, max_steps=max_steps,
+    save_checkpoints_steps=save_checkpoints_steps, save_checkpoints_secs=save_checkpoints_secs,
+    max_train_secs=max_train_secs, seed=seed))
   if save_checkpoints_steps is None and save_checkpoints_secs is None:
     save_checkpoints_secs = 1600
-  for name, value in [('save_checkpoints_steps', save_checkpoints_steps),
-                      ('save_checkpoints_secs', save_checkpoints_secs), ('keep_checkpoint_max', keep_checkpoint_max),
-                      ('iterations_per_loop', iterations_per_loop), ('max_steps', max_steps),
-                      ('save_summary_steps', save_summary_steps), ('log_every_steps', log_every_steps),
-                      ('max_train_secs', max_train_secs)]:
-    if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
-      raise UsageError('{}={!r}; expected a positive integer'.format(name, value))
-  if not isinstance(worker_timeout_secs, (int, float)) or isinstance(worker_timeout_secs, bool) or not (
-      worker_timeout_secs > 0):
-    raise UsageError('worker_timeout_secs={!r}; expected a positive number of seconds'.format(worker_timeout_secs))
-  if not 0. <= ema_decay < 1.:
-    raise UsageError('ema_decay={!r}; expected a number in [0, 1)'.format(ema_decay))
 
   dist = distribution or choose_distribution(tpu_name=tpu, zone=zone, project=project, num_gpus=num_gpus,
                                              num_cpu_replicas=num_cpu_replicas,
                                              cluster=cluster_from_tf_config(os.environ.get(TF_CONFIG_VAR)))
   local_bs = dist.check_batch_size(total_bs)
-  use_tpu = dist.kind == 'tpu'
   if dist.kind == 'multi_worker' and max_train_secs:
     raise UsageError('max_train_secs={} with a {} cluster: each worker would stop at its own time and leave the others '
                      'waiting; expected --max_steps instead'.format(max_train_secs, TF_CONFIG_VAR))
-
   check_writable_dir(model_dir, 'model_dir')
   # one trainer per run directory (in a cluster, the chief holds it for all workers); released after training (a
   # flock, so also when this process dies)
   lock = run_lock.RunLock(model_dir).acquire() if dist.is_chief else None
+  try:
+    _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, printer)
+    model_fn = _make_model_fn(model_constructor, dist=dist, local_bs=local_bs, optimizer=optimizer, lr=lr,
+                              warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay, model_dir=model_dir,
+                              save_summary_steps=save_summary_steps)
+    estimator, input_fn = _make_estimator(
+      model_fn, train_input_fn, dist=dist, local_bs=local_bs, total_bs=total_bs,
+      iterations_per_loop=iterations_per_loop, warm_start_from=warm_start_from, printer=printer,
+      config=dict(model_dir=model_dir, save_checkpoints_steps=save_checkpoints_steps,
+                  save_checkpoints_secs=save_checkpoints_secs, keep_checkpoint_max=keep_checkpoint_max,
+                  save_summary_steps=save_summary_steps, log_step_count_steps=None, tf_random_seed=seed,
+                  session_config=dist.session_config))
+    stop_signals = preemption.StopSignals()
+    hooks = [training_hooks.ProgressHookFactory(log_every_steps, max_steps, model_dir, printer),
+             preemption.StopOnSignalHook(stop_signals, printer)]
+    if max_train_secs:
+      hooks.append(training_hooks.StopAfterSecsHook(max_train_secs, printer))
+    t0 = time.time()
+    _train(estimator, input_fn, hooks, stop_signals, dist=dist, max_steps=max_steps, model_dir=model_dir,
+           worker_timeout_secs=worker_timeout_secs)
+  finally:
+    if lock is not None:
+      lock.release()
+  if stop_signals.signum is not None:
+    last_ckpt = tf.train.latest_checkpoint(model_dir)
+    raise TrainingStopped(stop_signals.name, stop_signals.signum, checkpoint_step(last_ckpt), last_ckpt)
+  last_ckpt = latest_checkpoint(model_dir)
+  printer('training done in {:.0f} s; latest checkpoint {}'.format(time.time() - t0, last_ckpt))
+  return model_dir
+
+
+def _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, printer):
+  """Print what the run resumes from and on which devices; the chief (re)writes kwargs.json, saying what changed."""
   last_ckpt = latest_checkpoint(model_dir)
   if last_ckpt:
     printer('model dir {} exists: resuming from {} (step {})'.format(model_dir, last_ckpt, checkpoint_step(last_ckpt)))
   else:
     printer('model dir: {}'.format(model_dir))
   printer('devices: {}, global batch {}, per replica {}'.format(dist, total_bs, local_bs))
-  if dump_kwargs is not None and dist.is_chief:
-    dump_kwargs_file = os.path.join(model_dir, KWARGS_FILE)
-    if tf.io.gfile.exists(dump_kwargs_file):
-      old = load_train_kwargs(model_dir)
-      changed = sorted(k for k in set(old) | set(dump_kwargs) if old.get(k) != dump_kwargs.get(k))
-      if changed:
-        printer('kwargs.json: updating {}'.format(', '.join('{}: {!r} -> {!r}'.format(
-          k, old.get(k), dump_kwargs.get(k)) for k in changed)))
-    write_kwargs_json(model_dir, dump_kwargs)
+  if dump_kwargs is None or not dist.is_chief:
+    return
+  if tf.io.gfile.exists(os.path.join(model_dir, KWARGS_FILE)):
+    old = load_train_kwargs(model_dir)
+    changed = sorted(k for k in set(old) | set(dump_kwargs) if old.get(k) != dump_kwargs.get(k))
+    if changed:
+      printer('kwargs.json: updating {}'.format(', '.join('{}: {!r} -> {!r}'.format(
+        k, old.get(k), dump_kwargs.get(k)) for k in changed)))
+  write_kwargs_json(model_dir, dump_kwargs)
+
+
+def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, grad_clip, ema_decay, model_dir,
+                   save_summary_steps):
+  """The Estimator's model_fn (TRAIN only): the model's loss, the optimizer step, the EMA update, the summaries."""
+  use_tpu = dist.kind == 'tpu'
 
   def model_fn(features, labels, mode, params):
     del labels
@@ -271,13 +300,16 @@ def run_training(
       host_call = None
     return tf.estimator.tpu.TPUEstimatorSpec(mode=mode, loss=loss, train_op=train_op, host_call=host_call)
 
-  tf_config_kwargs = dict(
-    model_dir=model_dir, save_checkpoints_steps=save_checkpoints_steps, save_checkpoints_secs=save_checkpoints_secs,
-    keep_checkpoint_max=keep_checkpoint_max, save_summary_steps=save_summary_steps, log_step_count_steps=None,
-    tf_random_seed=seed, session_config=dist.session_config)
+  return model_fn
+
+
+def _make_estimator(model_fn, train_input_fn, *, dist, local_bs, total_bs, iterations_per_loop, warm_start_from,
+                    config, printer):
+  """(estimator, input_fn): an Estimator with the distribution's strategy (several GPUs, a cluster), else a
+  TPUEstimator (a TPU, or use_tpu=False on this machine's one device). `config`: the RunConfig's keyword arguments."""
   if dist.uses_strategy:
     estimator = tf.estimator.Estimator(
-      model_fn=model_fn, config=tf.estimator.RunConfig(train_distribute=dist.make_strategy(), **tf_config_kwargs),
+      model_fn=model_fn, config=tf.estimator.RunConfig(train_distribute=dist.make_strategy(), **config),
       warm_start_from=warm_start_from)
 
     def input_fn(params, input_context=None):
@@ -285,46 +317,18 @@ def run_training(
       if dist.kind == 'multi_worker':
         printer('input pipeline {} of {}'.format(input_context.input_pipeline_id, input_context.num_input_pipelines))
       return train_input_fn(dict(params or {}, batch_size=local_bs, context=input_context))
-  else:
-    estimator = tf.estimator.tpu.TPUEstimator(
-      model_fn=model_fn, use_tpu=use_tpu, train_batch_size=total_bs,
-      config=tf.estimator.tpu.RunConfig(
-        cluster=dist.resolver, tpu_config=make_tpu_config(iterations_per_loop),
-        **tf_config_kwargs),
-      warm_start_from=warm_start_from)
-    input_fn = train_input_fn
 
-  class _ProgressHookFactory(tf.train.SessionRunHook):
-    """Finds the loss tensor once the Estimator has built the graph."""
+    return estimator, input_fn
+  estimator = tf.estimator.tpu.TPUEstimator(
+    model_fn=model_fn, use_tpu=dist.kind == 'tpu', train_batch_size=total_bs,
+    config=tf.estimator.tpu.RunConfig(cluster=dist.resolver, tpu_config=make_tpu_config(iterations_per_loop), **config),
+    warm_start_from=warm_start_from)
+  return estimator, train_input_fn
 
-    def begin(self):
-      losses = tf.get_collection(tf.GraphKeys.LOSSES)
-      loss = losses[-1] if losses else tf.constant(0.)
-      self._hook = training_hooks.ProgressHook(loss, log_every_steps, max_steps, model_dir, printer)
-      self._hook.begin()
 
-    def after_create_session(self, session, coord):
-      self._hook.after_create_session(session, coord)
-
-    def before_run(self, run_context):
-      return self._hook.before_run(run_context)
-
-    def after_run(self, run_context, run_values):
-      self._hook.after_run(run_context, run_values)
-
-  class _StopAfterSecsHook(tf.train.SessionRunHook):
-    def after_create_session(self, session, coord):
-      self._deadline = time.time() + max_train_secs
-
-    def after_run(self, run_context, run_values):
-      if time.time() > self._deadline:
-        printer('stopping: --max_train_secs={} reached'.format(max_train_secs))
-        run_context.request_stop()
-
-  stop_signals = preemption.StopSignals()
-  hooks = [_ProgressHookFactory(), preemption.StopOnSignalHook(stop_signals, printer)] + (
-    [_StopAfterSecsHook()] if max_train_secs else [])
-  t0 = time.time()
+def _train(estimator, input_fn, hooks, stop_signals, *, dist, max_steps, model_dir, worker_timeout_secs):
+  """estimator.train (on every worker of a cluster) until max_steps or a stop; a NaN/inf loss becomes
+  NonFiniteLossError and a failed write utils.WriteError."""
   try:
     with stop_signals:
       if dist.kind == 'multi_worker':
@@ -339,12 +343,3 @@ def run_training(
   except tf.errors.OpError as e:
     _raise_if_write_failure(e, model_dir)
     raise
-  finally:
-    if lock is not None:
-      lock.release()
-  if stop_signals.signum is not None:
-    last_ckpt = tf.train.latest_checkpoint(model_dir)
-    raise TrainingStopped(stop_signals.name, stop_signals.signum, checkpoint_step(last_ckpt), last_ckpt)
-  last_ckpt = latest_checkpoint(model_dir)
-  printer('training done in {:.0f} s; latest checkpoint {}'.format(time.time() - t0, last_ckpt))
-  return model_dir

@@ -189,7 +189,7 @@ def test_fires_own_help_after_a_lone_double_dash_still_works(capsys, empty_cwd):
   (['reproduce', '--model_dir=no/such/dir'], ["model_dir='no/such/dir' does not exist"]),
   (['reproduce', '--checkpoint=no/such/dir/model.ckpt-5'], ['no/such/dir/model.ckpt-5 does not exist']),
   (['sample', '--model_dir=no/such/dir'], ["model_dir='no/such/dir' does not exist"]),
-  (['evaluation', '--model_dir=no/such/dir'], ['no/such/dir/kwargs.json does not exist']),
+  (['evaluation', '--model_dir=no/such/dir'], ["model_dir='no/such/dir' does not exist"]),
 ])
 def test_a_missing_run_is_reported_before_any_download_or_directory(capsys, empty_cwd, private_inception_cache, argv,
                                                                     needles):

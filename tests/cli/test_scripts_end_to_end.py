@@ -15,7 +15,7 @@ from support.scripts import assert_one_error, checkpoint_steps, load_npz, load_s
 
 from diffusion_tf import inception
 from diffusion_tf.evaluation import metrics as metrics
-from diffusion_tf.generate import dump
+from diffusion_tf.generate import dump as sample_dump
 
 T = 10  # diffusion steps of every tiny model here
 
@@ -144,7 +144,7 @@ def test_sample_is_seeded_resumable_and_never_overwrites(cifar_run, capsys, monk
 
   # an interrupted dump (the second batch fails) continues where it stopped, with the same images
   calls = []
-  real_save = dump.save_npz_atomic
+  real_save = sample_dump.save_npz_atomic
 
   def _failing_save(path, **arrays):
     calls.append(path)
@@ -152,10 +152,10 @@ def test_sample_is_seeded_resumable_and_never_overwrites(cifar_run, capsys, monk
       raise KeyboardInterrupt('simulated interruption')
     return real_save(path, **arrays)
 
-  monkeypatch.setattr(dump, 'save_npz_atomic', _failing_save)
+  monkeypatch.setattr(sample_dump, 'save_npz_atomic', _failing_save)  # where the dump writes its batches
   with pytest.raises(KeyboardInterrupt):
     run_main(capsys, 'run_cifar', base + ['--out_dir={}'.format(tmp_path / 'b')])
-  monkeypatch.setattr(dump, 'save_npz_atomic', real_save)
+  monkeypatch.setattr(sample_dump, 'save_npz_atomic', real_save)
   code, out, err = run_main(capsys, 'run_cifar', base + ['--out_dir={}'.format(tmp_path / 'b'), '--output_type=png'])
   assert code == 0, err
   assert 'resuming: 1 of 2 batches already done' in out
@@ -209,10 +209,18 @@ def test_sample_from_a_converted_checkpoint_equals_the_run(cifar_run, capsys, tm
   assert 'no kwargs.json' in out
   np.testing.assert_array_equal(load_npz(str(tmp_path / 'run' / 'samples.npz')),
                                 load_npz(str(tmp_path / 'conv' / 'samples.npz')))
-  # without the architecture flags the defaults (the paper's 35.7M U-Net) do not fit: one clear error
+  # without the architecture flags the converter's unet_hparams.json gives the U-Net: the same images
+  code, _, err = run_main(capsys, 'run_cifar', ['sample', '--checkpoint={}'.format(converted),
+                                                '--num_diffusion_timesteps={}'.format(T),
+                                                '--out_dir={}'.format(tmp_path / 'noflags')] + flags)
+  assert code == 0, err
+  np.testing.assert_array_equal(load_npz(str(tmp_path / 'run' / 'samples.npz')),
+                                load_npz(str(tmp_path / 'noflags' / 'samples.npz')))
+  # without unet_hparams.json the defaults (the paper's 35.7M U-Net) do not fit: one clear error naming the flags
+  os.remove(os.path.join(converted, 'unet_hparams.json'))
   code, _, err = run_main(capsys, 'run_cifar', ['sample', '--checkpoint={}'.format(converted),
                                                 '--out_dir={}'.format(tmp_path / 'bad')] + flags)
-  assert_one_error(code, err, converted, 'expected a checkpoint of the same model configuration')
+  assert_one_error(code, err, converted, 'expected a checkpoint of the same model configuration', '--model_name')
 
 
 @pytest.mark.slow

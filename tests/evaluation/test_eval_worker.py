@@ -1,5 +1,7 @@
 """The evaluation loop measures what the original's did: unrounded float samples, its reference images, its tags."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from support import inception as helpers_inception
 from support.scripts import write_tiny_checkpoint
 
 from diffusion_tf import inception
-from diffusion_tf.evaluation import metrics as metrics
+from diffusion_tf.evaluation import metrics as metrics, watcher
 from diffusion_tf.data import catalog as datasets
 from diffusion_tf.cli import commands as script_utils
 from diffusion_tf.tpu_utils import tpu_utils
@@ -79,6 +81,23 @@ def test_split_inception_score_tag_names_the_splits_it_used(standin, tmp_path):
   assert sorted(out) == ['samples/inception6', 'samples/inception6_6splits', 'samples/inception6_6splits_std']
   assert out['samples/inception6_6splits'] == pytest.approx(mean, rel=1e-5)
   assert out['samples/inception6_6splits_std'] == pytest.approx(std, rel=1e-5)
+
+
+def test_reproduce_and_the_evaluation_worker_share_one_reference_statistics_cache(standin, tmp_path):
+  """`reproduce` (every image, at most 50,000) and `evaluation --full_reference_sets` read the same files: the
+  statistics of a split are computed once, whichever command asks first."""
+  stats_dir = str(tmp_path / 'stats')
+  with inception.InceptionExtractor(standin) as extractor:
+    ds = datasets.get_dataset('digits', resolution=8)
+    first = watcher.reference_statistics(ds, extractor, stats_dir, max_images=50000)
+    written = sorted(os.listdir(stats_dir))
+    second = _worker('full', stats_dir, extractor)._reference_stats()
+  assert sorted(os.listdir(stats_dir)) == written and len(written) == 2
+  assert {k: path for k, (_, path) in first.items()} == {k: path for k, (_, path) in second.items()}
+  # capped below a split's size: the first max_images images, under their own name
+  with inception.InceptionExtractor(standin) as extractor:
+    capped = watcher.reference_statistics(ds, extractor, stats_dir, max_images=400)
+  assert capped['train'][0]['num_samples'] == 400 and capped['test'][0]['num_samples'] == 297
 
 
 def test_full_reference_sets_use_every_image(standin, tmp_path):

@@ -3,13 +3,16 @@ tiny run."""
 
 import json
 import os
+import socket
+import subprocess
 
 import numpy as np
 import pytest
 
-from support.scripts import assert_one_error, load_npz, run_main
+from support.scripts import PYTHON, REPO, assert_one_error, load_npz, run_main
 
-from diffusion_tf.generate import shards as sample_shards
+from diffusion_tf.errors import UsageError
+from diffusion_tf.generate import dump, shards as sample_shards
 
 T = 10
 
@@ -103,3 +106,49 @@ def test_bad_shard_flags_give_one_line_errors(run_dir, capsys, tmp_path):
     code, _, err = _sample(capsys, run_dir, tmp_path / 'bad', *flags)
     assert_one_error(code, err, needle)
   assert not os.path.exists(str(tmp_path / 'bad' / 'samples.npz'))
+
+
+_HOLD_LOCK = '''
+import sys, time
+from diffusion_tf.runs import run_lock
+lock = run_lock.RunLock(sys.argv[1], lock_file=run_lock.SAMPLE_LOCK_FILE).acquire()  # held while it lives
+print('held', flush=True)
+time.sleep(120)
+'''
+
+
+def test_a_second_dump_into_the_same_out_dir_is_refused_naming_the_holder(run_dir, capsys, tmp_path):
+  out_dir = tmp_path / 'dump'
+  out_dir.mkdir()
+  holder = subprocess.Popen([PYTHON, '-c', _HOLD_LOCK, str(out_dir)], stdout=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+  try:
+    assert holder.stdout.readline().decode().strip() == 'held'
+    code, _, err = _sample(capsys, run_dir, out_dir)
+    assert_one_error(code, err, 'being sampled into by another process', 'host {}'.format(socket.gethostname()),
+                     'pid {}'.format(holder.pid), 'sample.lock')
+  finally:
+    holder.kill()
+    holder.wait()
+  assert not (out_dir / '.shards').exists()  # the refused dump wrote nothing
+
+
+def test_a_stale_lock_of_a_dead_dump_does_not_block_its_resume(run_dir, capsys, tmp_path, monkeypatch):
+  out_dir = tmp_path / 'dump'
+
+  def interrupted(self):
+    raise UsageError('interrupted after drawing the batches')
+
+  monkeypatch.setattr(dump.SampleDump, '_assemble', interrupted)
+  code, _, err = _sample(capsys, run_dir, out_dir)
+  assert_one_error(code, err, 'interrupted')
+  monkeypatch.undo()
+  assert len(os.listdir(str(out_dir / '.shards'))) == 4  # config.json and 3 batches
+  dead = subprocess.Popen([PYTHON, '-c', 'pass'])
+  dead.wait()  # a pid that no longer runs, as a SIGKILLed dump leaves in its lock file
+  (out_dir / 'sample.lock').write_text(json.dumps(dict(host=socket.gethostname(), pid=dead.pid, started='then')))
+  code, out, err = _sample(capsys, run_dir, out_dir)
+  assert code == 0, err
+  assert 'resuming: 3 of 3 batches already done' in out
+  assert load_npz(str(out_dir / 'samples.npz')).shape == (5, 8, 8, 3)
+  assert not (out_dir / 'sample.lock').exists()

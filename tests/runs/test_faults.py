@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 
 from support.scripts import PYTHON, SCRIPTS, assert_one_error, checkpoint_steps, copy_run, load_script, run_main
 
-from diffusion_tf.runs import checkpoint_recovery
+from diffusion_tf.runs import checkpoint_recovery, run_dir
 from diffusion_tf.tpu_utils import tpu_utils
 
 pytestmark = pytest.mark.slow  # real processes and whole training runs (pytest.ini)
@@ -356,3 +356,19 @@ def test_disk_full_while_training_is_one_error_and_earlier_checkpoints_stay_rest
   assert os.path.join(model_dir, 'model.ckpt-0') in listed and listed[-1] in line
   assert not _no_temp_files(model_dir)  # the save cut short left nothing behind
   assert tpu_utils.resolve_checkpoint(model_dir) == listed[-1]
+
+
+def test_the_step_of_a_checkpoint_name_is_read_in_one_place(tmp_path):
+  """checkpoint_recovery.step_in_name reads <name>-N; run_dir.checkpoint_step falls back on it for a checkpoint
+  without a global_step variable, and the recovery's ordering uses it too."""
+  assert checkpoint_recovery.step_in_name('/runs/a/model.ckpt-790000') == 790000
+  assert checkpoint_recovery.step_in_name('gs://b/model.ckpt-12') == 12
+  assert checkpoint_recovery.step_in_name('/runs/a/model.ckpt') is None
+  assert checkpoint_recovery.step_in_name('/runs/a/model.ckpt', default=0) == 0
+  prefix = str(tmp_path / 'model.ckpt-37')
+  with tf.Graph().as_default():
+    tf.get_variable('w', initializer=tf.zeros([2]))
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      tf.train.Saver().save(sess, prefix)
+  assert run_dir.checkpoint_step(prefix) == 37

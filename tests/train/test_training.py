@@ -12,7 +12,10 @@ import tensorflow.compat.v1 as tf
 
 from support.scripts import PYTHON, SCRIPTS, checkpoint_steps, load_script, read_scalars
 
+from diffusion_tf import checks
 from diffusion_tf.data import catalog as datasets
+from diffusion_tf.errors import UsageError
+from diffusion_tf.train import loop as training
 from diffusion_tf.train import summaries as tpu_summaries
 from diffusion_tf.tpu_utils import tpu_utils
 
@@ -237,3 +240,22 @@ def test_lsun_warm_start_initialises_every_variable(tmp_path):
   assert np.abs(src.get_tensor(w_ema) - src.get_tensor('model/conv_in/W')).max() < 1e-2
   # and the weights: one Adam step (about lr = 1e-3 per element) from the source's, not a new init (U(-0.14, 0.14))
   assert np.abs(dst.get_tensor('model/conv_in/W') - src.get_tensor('model/conv_in/W')).max() < 5e-3
+
+
+@pytest.mark.parametrize('bad', [dict(total_bs=True), dict(ema_decay=1.), dict(keep_checkpoint_max=0),
+                                 dict(save_checkpoints_steps=5, save_checkpoints_secs=60), dict(optimizer='sgd'),
+                                 dict(max_train_secs=2.5), dict(worker_timeout_secs=0)])
+def test_run_training_refuses_what_the_train_flags_refuse_with_the_same_message(tmp_path, bad):
+  """The library entry point and the scripts' flags share one check: the same bad setting gives the same error,
+  before any model or device is touched (the constructor would fail if it were called)."""
+  settings = dict(total_bs=4, optimizer='adam', lr=1e-4, warmup=0, grad_clip=1., ema_decay=0.9999,
+                  keep_checkpoint_max=2, iterations_per_loop=1, log_every_steps=1, save_summary_steps=1,
+                  worker_timeout_secs=600, max_steps=10, save_checkpoints_steps=None, save_checkpoints_secs=None,
+                  max_train_secs=None, seed=None)
+  settings.update(bad)
+  with pytest.raises(UsageError) as flags_error:
+    checks.check_train_flags(dict(settings, exp_name='x', date_str=None))
+  with pytest.raises(UsageError) as library_error:
+    training.run_training(model_constructor=None, train_input_fn=None, model_dir=str(tmp_path / 'run'), **settings)
+  assert str(library_error.value) == str(flags_error.value)
+  assert not os.path.exists(str(tmp_path / 'run'))
