@@ -162,7 +162,7 @@ def test_converter_falls_back_for_a_directory_and_names_an_explicit_bad_checkpoi
     script.main(['to_diffusers', '--ckpt', bad, '--out', str(tmp_path / 'explicit'), '--resolution', '8'])
   err = capsys.readouterr().err
   assert info.value.code != 0
-  assert_one_error(1, err, bad, 'cannot read')
+  assert_one_error(1, err, bad, 'cannot be read')
   script.main(['to_diffusers', '--ckpt', run_copy, '--out', str(tmp_path / 'dir'), '--resolution', '8'])
   captured = capsys.readouterr()
   assert 'warning: checkpoint {} cannot be read'.format(bad) in captured.err
