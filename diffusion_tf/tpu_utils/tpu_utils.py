@@ -35,15 +35,15 @@ normalize_data = utils.normalize_data
 unnormalize_data = utils.unnormalize_data
 
 
-# The original's names that are loaded when first read (the original downloaded the graph at import). dir() does not
+# The original's names that are loaded when first read, so that importing the module needs no network. dir() does not
 # list them: help(), pydoc, IDEs and inspect.getmembers read every name that dir() lists, and reading this one may
 # download the graph.
 _LOADED_ON_FIRST_USE = ('INCEPTION_GRAPH_DEF',)
 
 
 def __getattr__(name):
-  """INCEPTION_GRAPH_DEF, the frozen Inception graph, loaded on first use (the original downloaded it at import);
-  see inception.load_inception_graph for where it comes from."""
+  """INCEPTION_GRAPH_DEF, the frozen Inception graph, loaded on first use; see inception.load_inception_graph for
+  where it comes from."""
   if name == 'INCEPTION_GRAPH_DEF':
     return inception.get_inception_graph_def()
   raise AttributeError('module {!r} has no attribute {!r}'.format(__name__, name))

@@ -278,7 +278,7 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
 
     # ema, updated after each step: its ops are built under the dependency on the optimizer's update, so that they
     # read the updated weights and the incremented step (k + 1 after step k, hence global_step - 1 for the decay).
-    # (Unlike the original, whose EMA ops, built outside it, raced with the update and on CPU read the old weights.)
+    # (docs/fidelity.md: built outside that dependency, the ops would race with the update.)
     with tf.control_dependencies([train_op]):
       ema, ema_op = _make_ema(global_step=global_step - 1, ema_decay=ema_decay,
                               trainable_variables=trainable_variables, mirrored=dist.uses_strategy)
