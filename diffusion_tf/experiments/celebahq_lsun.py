@@ -59,13 +59,6 @@ class Model(model.Model):
   def _losses(self, denoise_fn, x_start, t):
     return self.diffusion.p_losses(denoise_fn=denoise_fn, x_start=x_start, t=t)
 
-  def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
-    """Ancestral samples with 20 (clipped) x_0 predictions along the chain: slot k holds the one at t = k * T/20."""
-    samples, xstartpreds = self.diffusion.p_sample_loop_progressive(
-      functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(), noise_fn=noise_fn,
-      include_xstartpred_freq=max(1, self.diffusion.num_timesteps // 20))
-    return {'samples': samples, 'progressive_samples': xstartpreds}
-
   def samples_fn_denoising_trajectory(self, dummy_noise, y, repeat_noise_steps=0, noise_fn=tf.random_normal):
     """The whole ancestral chain: {'samples': x_0 [B, H, W, C], 'denoising_trajectory_times': [T + 1] (T-1 .. -1),
     'denoising_trajectory_images': [T + 1, B, H, W, C] (x_T first)}; the first repeat_noise_steps steps draw one

@@ -53,15 +53,6 @@ class Model(model.Model):
   def _losses(self, denoise_fn, x_start, t):
     return self.diffusion.training_losses(denoise_fn=denoise_fn, x_start=x_start, t=t)
 
-  def progressive_samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
-    # 20 x_0 predictions along the chain (every 50 steps for T = 1000, as in the original)
-    samples, progressive_samples = self.diffusion.p_sample_loop_progressive(
-      denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
-      shape=dummy_noise.shape.as_list(),
-      noise_fn=noise_fn,
-      include_xstartpred_freq=max(1, self.diffusion.num_timesteps // 20))
-    return {'samples': samples, 'progressive_samples': progressive_samples}
-
   def bpd_fn(self, x, y):
     total_bpd_b, terms_bpd_bt, prior_bpd_b, mse_bt = self.diffusion.calc_bpd_loop(
       denoise_fn=functools.partial(self._denoise, y=y, dropout=0),
