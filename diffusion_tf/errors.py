@@ -1,6 +1,6 @@
 """The project's errors: every error that a user can fix (a bad flag, path, file or setting, a failed run) is a
 `diffusion_tf.errors.Error`; the command lines report it as one `error: ...` line on stderr and exit with status 1
-(tpu_utils/cli.py). Each class also derives from the built-in exception that callers caught before (ValueError,
+(cli/runner.py). Each class also derives from the built-in exception that callers caught before (ValueError,
 RuntimeError, OSError), so `except ValueError` keeps working.
 
 Pure Python: importing this module imports nothing else of the project, so any module may raise these.

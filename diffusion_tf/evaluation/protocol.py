@@ -1,6 +1,6 @@
-"""The paper's sample-quality protocol as one command (`run_cifar.py reproduce`): draw samples from a checkpoint,
-compute the Inception Score (10 splits) and FID against the training and the test set, optionally bits/dim, and
-write a table beside the published figures plus a JSON with everything needed to redo the measurement.
+"""The paper's sample-quality protocol, the numbers behind `run_cifar.py reproduce` (its command: cli/reproduce.py):
+the Inception Score (10 splits) and FID of samples against the training and the test set, and the table that puts
+them beside the published figures.
 
 The samples come from the `sample` subcommand's dump (seeded, resumable, all local GPUs); the numbers from
 reference_stats / metrics, fed by the Inception graph or, offline, by the digits classifier, which has the same
