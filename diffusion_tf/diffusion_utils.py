@@ -146,7 +146,7 @@ class GaussianDiffusion(GaussianDiffusionBase):
     lam = tf.placeholder(tf.float32, shape=())
     t = tf.placeholder(tf.int32, shape=())
     t_batched = tf.fill([shape[0]], t)
-    # one draw per image, x2's after x1's: a counting noise_fn (generate/seeded.py SeededNoise) gives x1 draw 1, x2 draw 2
+    # one draw per image, x2's after x1's: a counting noise_fn (seeded.SeededNoise) gives x1 draw 1, x2 draw 2
     noise1 = noise_fn(shape=shape, dtype=tf.float32)
     with tf.control_dependencies([noise1]):
       noise2 = noise_fn(shape=shape, dtype=tf.float32)

@@ -3,7 +3,7 @@ interpolation between two images, and denoising trajectories (the chain x_T -> x
 
 They run a script Model's `interpolate_fn(dummy_noise, y)` and `samples_fn_denoising_trajectory(dummy_noise, y,
 repeat_noise_steps)` (the original run_celebahq.py names and signatures) on one checkpoint, with the `sample`
-command's seeded noise (generate/seeded.py SeededNoise, batch 0): draw k = 1, 2, ... is stateless_normal(seed=(seed, k)),
+command's seeded noise (seeded.SeededNoise, batch 0): draw k = 1, 2, ... is stateless_normal(seed=(seed, k)),
 in the order the sampler draws.
 
   make_interpolate_command(script)  -> interpolate(model_dir|checkpoint, image1, image2, t, num_lambdas, ...)
