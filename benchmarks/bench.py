@@ -321,7 +321,7 @@ def per_call_table(report):
            '| --- |' + ' ---: |' * (len(report['ours']) + 1)]
   for name, row in rows.items():
     case = row['case']
-    if case['kind'] != 'sample' or case.get('scale_to') or case['sampler'] in ('ddim', 'pndm'):
+    if case['kind'] != 'sample' or not case.get('calls_budget') or case['sampler'] == 'ddim':
       continue
     ddim = rows.get('sample-ddim{}'.format(case.get('calls_budget')))
     cells = []
