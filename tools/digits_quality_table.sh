@@ -48,6 +48,14 @@ for C in 10 20 5 15 50; do
     SOLVER_ROWS+=("${SAMPLER}_c${C}_ema")
   done
 done
+# spacing or clipping? DDIM's default visits t = 0, 100, ..., 900 and clips x_0; the solvers start at t = 999
+# (linspace) and never clip
+row ddim10_linspace_ema --model_dir="$MODEL_DIR" --sampler=ddim --num_inference_steps=10 --skip_type=linspace
+row dpmsolver++_c10_uniform_ema --model_dir="$MODEL_DIR" --sampler=dpmsolver++ --num_inference_steps=10 \
+  --skip_type=uniform
+row dpmsolver++_c10_trailing_ema --model_dir="$MODEL_DIR" --sampler=dpmsolver++ --num_inference_steps=10 \
+  --skip_type=trailing
+SOLVER_ROWS+=(ddim10_linspace_ema dpmsolver++_c10_uniform_ema dpmsolver++_c10_trailing_ema)
 row ddim100_ema --model_dir="$MODEL_DIR" --sampler=ddim --num_inference_steps=100
 row ddim50q_ema --model_dir="$MODEL_DIR" --sampler=ddim --num_inference_steps=50 --skip_type=quad
 row pndm50_ema --model_dir="$MODEL_DIR" --sampler=pndm --num_inference_steps=50

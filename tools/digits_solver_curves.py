@@ -77,7 +77,7 @@ def plot(rows, path, targets):
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   for ax, (key, title) in zip(axes, METRICS):
     for sampler in SAMPLER_ORDER:
-      if sampler in rows and len(rows[sampler]) > 1:
+      if sampler in rows:
         calls = [c for c, _, _ in rows[sampler]]
         ax.plot(calls, [m[key] for _, _, m in rows[sampler]], marker='o', label=sampler)
     for name, values, style in targets:
