@@ -12,6 +12,8 @@ Usage (from the repository root; `make bench` runs the default):
   python benchmarks/bench.py                      # the full table (see the README for the run time)
   python benchmarks/bench.py --quick              # smoke test: 1 repetition, short sampling loops
   python benchmarks/bench.py --cases fwd-b8,train-b8 --ours tf2,tf-stock,tf-mkl --reps 7
+  python benchmarks/bench.py --cases solvers --ours tf2   # the few-step solvers' rows (10 and 20 calls) and time to
+                                                          # quality; --cases takes names or groups (CASE_GROUPS)
 Writes benchmarks/results/<date>-<host>.json and benchmarks/results/latest.md.
 """
 
@@ -55,6 +57,13 @@ CONFIGS = {
 }
 DEFAULT_OURS = 'tf2,tf-stock'
 DEFAULT_HEAVY_OURS = 'tf2,tf-stock'  # the long cases (sampling, 256x256)
+# the few-step solvers of diffusion_tf (sampler_schedules.SOLVERS) and the diffusers schedulers worker_torch.py runs
+SOLVERS = ('dpmsolver++', 'sde-dpmsolver++', 'unipc', 'euler', 'euler_ancestral', 'heun')
+SOLVER_CALLS = (10, 20)
+# The solver and steps that first reach DDIM-50's digits-FID (train) in docs/metrics.md's solver table (of the budgets
+# measured there: sde-dpmsolver++ at 10 calls, 1.52 against 2.70); diffusers' scheduler of the same name gives the
+# same numbers for the same network outputs (tests/test_solvers.py), so the peer needs the same calls to reach it.
+TIME_TO_QUALITY = dict(sampler='sde-dpmsolver++', num_inference_steps=10)
 
 
 def resolve_config(spec):
@@ -99,8 +108,33 @@ def all_cases(quick):
                                 num_inference_steps=fast_steps, warmup=1)
   cases['sample-pndm50'] = dict(kind='sample', model='cifar10', batch=16, sampler='pndm',
                                 num_inference_steps=fast_steps, warmup=1)
-  cases['fwd-church-b1'] = dict(kind='forward', model='church256', batch=1, warmup=1)
+  # the few-step solvers at 10 and 20 network calls (heun: S = (C + 1) // 2 steps, 2S - 1 calls), beside DDIM at
+  # the same calls for the per-call cost; --quick: 5 calls
+  for calls in ((5,) if quick else SOLVER_CALLS):
+    cases['sample-ddim{}'.format(calls)] = dict(kind='sample', model='cifar10', batch=16, sampler='ddim',
+                                                num_inference_steps=calls, warmup=1, calls_budget=calls)
+    for sampler in SOLVERS:
+      cases['sample-{}{}'.format(sampler, calls)] = dict(
+        kind='sample', model='cifar10', batch=16, sampler=sampler, warmup=1, calls_budget=calls,
+        num_inference_steps=(calls + 1) // 2 if sampler == 'heun' else calls)
+  # time to quality: 16 images with the sampler and calls that first reach DDIM-50's digits-FID (docs/metrics.md)
+  cases['sample-ttq'] = dict(kind='sample', model='cifar10', batch=16, warmup=1, time_to_quality=True,
+                             **(dict(TIME_TO_QUALITY, num_inference_steps=5) if quick else TIME_TO_QUALITY))
   return cases
+
+
+def case_group(name, cases):
+  """--cases entries: a case's name, or 'solvers' for the few-step solvers' rows (DDIM and every solver at the
+  SOLVER_CALLS budgets, and the time-to-quality row)."""
+  if name == 'solvers':
+    return [c for c in cases if cases[c].get('calls_budget') or cases[c].get('time_to_quality')]
+  return [name]
+
+
+def network_calls(case):
+  """U-Net evaluations of one sampling case: S, 2S - 1 for heun, S + 9 for pndm (its Runge-Kutta warm-up)."""
+  S = case['num_inference_steps']
+  return {'heun': 2 * S - 1, 'pndm': S + 9}.get(case['sampler'], S)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,7 +306,36 @@ def describe(case):
     return 'training step, batch {}'.format(case['batch'])
   if case.get('scale_to'):
     return 'sampling 16 images, DDPM-{} (from {} steps)'.format(case['scale_to'], case['num_inference_steps'])
-  return 'sampling 16 images, {}-{}'.format(case['sampler'].upper(), case['num_inference_steps'])
+  calls = network_calls(case)
+  steps = '' if calls == case['num_inference_steps'] else ' ({} steps)'.format(case['num_inference_steps'])
+  if case.get('time_to_quality'):
+    return 'time to DDIM-50 digits-FID: 16 images, {} {} calls{}'.format(case['sampler'], calls, steps)
+  return 'sampling 16 images, {}-{}{}'.format(case['sampler'].upper(), calls, steps)
+
+
+def per_call_table(report):
+  """Markdown: each sampling case's median time per network call relative to DDIM's at the same number of calls,
+  for ours and for the peer (1.00: the solver's own arithmetic costs nothing next to the U-Net)."""
+  rows = {row['case']['name']: row for row in report['cases']}
+  lines = ['| work | ' + ' | '.join('{}: s per call, / DDIM'.format(n) for n in report['ours'] + ['peer']) + ' |',
+           '| --- |' + ' ---: |' * (len(report['ours']) + 1)]
+  for name, row in rows.items():
+    case = row['case']
+    if case['kind'] != 'sample' or not case.get('calls_budget') or case['sampler'] == 'ddim':
+      continue
+    ddim = rows.get('sample-ddim{}'.format(case.get('calls_budget')))
+    cells = []
+    for n in report['ours'] + ['peer']:
+      res = row['results'].get(n, {})
+      if 'median_s' not in res:
+        cells.append('')
+        continue
+      per_call = res['median_s'] / network_calls(case)
+      base = ddim and ddim['results'].get(n, {}).get('median_s')
+      ratio = per_call / (base / network_calls(ddim['case'])) if base else float('nan')
+      cells.append('{:.3f} s, **{:.2f}**'.format(per_call, ratio))
+    lines.append('| {} | {} |'.format(describe(case), ' | '.join(cells)))
+  return '\n'.join(lines) if len(lines) > 2 else ''
 
 
 def table(report):
@@ -342,7 +405,8 @@ def main(argv=None):
   args = p.parse_args(argv)
 
   cases = all_cases(args.quick)
-  names = [c for c in args.cases.split(',') if c] or [c for c in cases if not (args.quick and 'church' in c)]
+  names = [n for c in args.cases.split(',') if c for n in case_group(c, cases)] or [
+    c for c in cases if not (args.quick and 'church' in c)]
   bad = [c for c in names if c not in cases]
   if bad:
     p.error('unknown case(s) {}; expected some of {}'.format(bad, list(cases)))
@@ -388,6 +452,10 @@ def main(argv=None):
       _write(os.path.join(args.out, 'partial-{}.json'.format(stamp)), json.dumps(report, indent=1))
   report['finished'] = time.strftime('%Y-%m-%d %H:%M:%S')
   md = machine_summary(report) + '\n\n' + table(report) + '\n'
+  calls_md = per_call_table(report)
+  if calls_md:
+    md += ('\nPer network call, relative to DDIM at the same budget of calls (heun: 2S - 1 calls within it):\n\n' +
+           calls_md + '\n')
   print('\n' + md)
   base = os.path.join(args.out, '{}{}'.format(stamp, '-quick' if args.quick else ''))
   _write(base + '.json', json.dumps(report, indent=1))

@@ -89,7 +89,7 @@ def setup(case):
     fetch = diffusion.sample_loop(denoise_fn, shape=[batch, res, res, 3], sampler=sampler,
                                   num_inference_steps=steps)
     feed = {}
-    info['model_evals'] = steps + 9 if sampler == 'pndm' else steps
+    info['model_evals'] = {'pndm': steps + 9, 'heun': 2 * steps - 1}.get(sampler, steps)
   else:
     raise ValueError('unknown kind {!r}'.format(kind))
 

@@ -2,7 +2,8 @@
 random weights (built from the config, nothing downloaded), run by the same work as worker_tf.py.
 
 Sampling loops are those of DDPMPipeline, DDIMPipeline and PNDMPipeline without the image post-processing:
-`model(x, t).sample` then `scheduler.step(...).prev_sample`, under torch.no_grad() as the pipelines run.
+`model(x, t).sample` then `scheduler.step(...).prev_sample`, under torch.no_grad() as the pipelines run; the few-step
+solvers' schedulers (SOLVER_SCHEDULERS) with their scale_model_input and init_noise_sigma.
 Started by bench.py under .venv-peer's Python; speaks the line protocol of common.py.
 """
 
@@ -11,6 +12,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
+
+# diffusion_tf's few-step solvers and the diffusers 0.42.1 scheduler each equals (docs/samplers.md), run as the
+# pipelines do: x_T * init_noise_sigma, then model(scale_model_input(x, t), t) and step() per timestep
+SOLVER_SCHEDULERS = {
+  'dpmsolver++': ('DPMSolverMultistepScheduler', dict(algorithm_type='dpmsolver++')),
+  'sde-dpmsolver++': ('DPMSolverMultistepScheduler', dict(algorithm_type='sde-dpmsolver++')),
+  'unipc': ('UniPCMultistepScheduler', {}),
+  'euler': ('EulerDiscreteScheduler', {}),
+  'euler_ancestral': ('EulerAncestralDiscreteScheduler', {}),
+  'heun': ('HeunDiscreteScheduler', {}),
+}
 
 
 def setup(case):
@@ -85,17 +98,25 @@ def setup(case):
       sched = diffusers.PNDMScheduler(**common_kw)
       sched.set_timesteps(steps)
       timesteps = sched.timesteps
+    elif sampler in SOLVER_SCHEDULERS:
+      cls, kw = SOLVER_SCHEDULERS[sampler]
+      sched = getattr(diffusers, cls)(**common_kw, **kw)
+      sched.set_timesteps(steps)
+      timesteps = sched.timesteps
     else:
       raise ValueError('unknown sampler {!r}'.format(sampler))
     info['model_evals'] = len(timesteps)
+    solver = sampler in SOLVER_SCHEDULERS
 
     def run_once():
-      if sampler == 'pndm':  # PNDM keeps a history of model outputs: start each run afresh
+      if sampler == 'pndm' or solver:  # these keep a history of model outputs / a step index: start afresh
         sched.set_timesteps(steps)
       image = torch.randn(x.shape, device=device)
+      if solver:
+        image = image * sched.init_noise_sigma
       with torch.no_grad():
-        for t in timesteps:
-          out = model(image, t).sample
+        for t in sched.timesteps if solver else timesteps:
+          out = model(sched.scale_model_input(image, t) if solver else image, t).sample
           image = sched.step(out, t, image).prev_sample
       sync()
       return image

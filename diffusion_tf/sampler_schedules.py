@@ -266,6 +266,24 @@ def check_solver_order(sampler, solver_order):
   return int(solver_order)
 
 
+def sampler_settings_name(sampler, num_inference_steps, *, skip_type, solver_order=None, eta=None,
+                          use_clipped_model_output=False, skip_prk_steps=False):
+  """The sampler's settings as one name for directories, result files and TensorBoard tags:
+  <sampler><steps>[_eta<eta>][_clipped][_noprk][_order<k>][_<skip_type>], e.g. ddim50_eta0_quad or
+  dpmsolver++10_order2_linspace. num_inference_steps None (the original ddpm chain) leaves the steps out; eta is
+  named when given for ddim; the spacing when it is not 'uniform', and always for the solvers (theirs defaults to
+  linspace), so that every name says what made the samples."""
+  name = '{}{}'.format(sampler, '' if num_inference_steps is None else int(num_inference_steps))
+  if eta is not None and sampler == 'ddim':
+    name += '_eta{:g}'.format(eta)
+  name += '_clipped' if use_clipped_model_output else ''
+  name += '_noprk' if skip_prk_steps else ''
+  name += '' if solver_order is None else '_order{}'.format(int(solver_order))
+  if skip_type != 'uniform' or sampler in SOLVERS:
+    name += '_' + skip_type
+  return name
+
+
 def resolve_sampler_options(num_timesteps, *, sampler='ddpm', num_inference_steps=None, eta=0.,
                             use_clipped_model_output=False, skip_prk_steps=False, skip_type='uniform',
                             solver_order=None, model_mean_type='eps', alphas_cumprod=None):

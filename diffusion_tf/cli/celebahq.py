@@ -51,10 +51,11 @@ def evaluation(
     # Not in the original:
     load_ckpt=None, region=None, num_inception_samples=2048, inception_graph=None, stats_dir=None,
     non_ema_pass=False, num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None,
-    full_reference_sets=False, data_dir=None):
+    full_reference_sets=False, data_dir=None, sampler='ddpm', num_inference_steps=None, skip_type=None,
+    solver_order=None):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
-  training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags as in
-  run_cifar.py evaluation.
+  training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags (--sampler
+  for a fast FID track among them) as in run_cifar.py evaluation.
   """
   commands.evaluation_from_flags(SCRIPT, dict(locals()))
 

@@ -57,7 +57,7 @@ def evaluation(  # evaluation loop for use during training
     # Not in the original:
     region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
     num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False,
-    data_dir=None, dataset=None):
+    data_dir=None, dataset=None, sampler='ddpm', num_inference_steps=None, skip_type=None, solver_order=None):
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
   image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
   against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
@@ -74,6 +74,10 @@ def evaluation(  # evaluation loop for use during training
   $DIFFUSION_TF_CACHE/fid_stats (or --stats_dir) under a name that changes with the folder's images.
   model_dir may also be a converted checkpoint's directory (scripts/convert_diffusers_checkpoint.py to_tf: its
   unet_hparams.json gives the U-Net); --dataset then says which data it is measured on (default cifar10).
+  --sampler (with --num_inference_steps, --skip_type, --solver_order as for `sample`) measures the samples of a
+  fast sampler instead of the original's ancestral DDPM over all T steps (the default): a cheap FID track during
+  training, whose tags and files name the sampler's settings (eval_ema/dpmsolver++10_order2_linspace/samples/fid1024,
+  eval/step<N>_ema_dpmsolver++10_order2_linspace_metrics.json) beside the DDPM-1000 ones.
   """
   commands.evaluation_from_flags(SCRIPT, dict(locals()))
 

@@ -6,6 +6,8 @@ import collections
 import os
 import sys
 
+import numpy as np
+
 from .. import samplers
 from ..errors import UsageError
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic  # noqa: F401 (also the scripts' names)
@@ -20,12 +22,15 @@ from ..checks import (  # noqa: F401 (the scripts' names)
   OPTIMIZERS, check_bool, check_choice, check_int, check_known_flags, check_model_config, check_number, check_str,
   check_train_flags, default_kwargs, warmup_warning)
 from ..data.catalog import IMAGE_SIZES, DatasetInfo, image_size_of  # noqa: F401 (the scripts' names)
-from ..sampler_schedules import SAMPLERS
+from ..diffusion_utils_2 import get_beta_schedule
+from ..sampler_schedules import DEFAULT_SKIP_TYPES, SAMPLERS, SOLVER_ORDERS, check_solver_order
 from ..runs.paths import Paths
 from ..generate.seeded import SeededNoise, build_seeded_samples, run_seeded  # noqa: F401 (the scripts' names)
 from ..train.loop import DEFAULT_WORKER_TIMEOUT_SECS  # noqa: F401 (the scripts' names)
 
 OUTPUT_TYPES = dump.OUTPUT_TYPES
+# The sampler flags of every script's `evaluation` (eval_sampler_options)
+EVAL_SAMPLER_FLAGS = ('sampler', 'num_inference_steps', 'skip_type', 'solver_order')
 # What --help calls the training kwargs that the commands reading a checkpoint take besides their own flags.
 TRAIN_KWARGS_ABOUT = 'training kwargs of {} train, for a checkpoint without kwargs.json'
 
@@ -54,35 +59,52 @@ class _Script:
 
 
 def _check_sampler_flags(*, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps, skip_type,
-                         progressive):
-  """The sampler's flags checked on their own (before the model's T is known); returns them normalized."""
+                         solver_order, progressive):
+  """The sampler's flags checked on their own (before the model's T is known); returns them normalized: skip_type
+  None becomes the sampler's default (uniform for ddpm / ddim / pndm, as before the solvers; linspace for the
+  solvers, as their diffusers schedulers) and solver_order None its default (2) where the sampler has orders."""
   check_choice('sampler', sampler, SAMPLERS)
   check_int('num_inference_steps', num_inference_steps, allow_none=True)
   check_number('eta', eta, low=0.)
   use_clipped_model_output = check_bool('use_clipped_model_output', use_clipped_model_output)
   skip_prk_steps = check_bool('skip_prk_steps', skip_prk_steps)
-  check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
+  if skip_type is not None:
+    check_choice('skip_type', skip_type, samplers.SKIP_TYPES)
+  check_int('solver_order', solver_order, allow_none=True)
+  order_owners = ', '.join(SOLVER_ORDERS)
   for flag, value, set_, owner in [('eta', eta, eta != 0, 'ddim'),
                                    ('use_clipped_model_output', use_clipped_model_output, use_clipped_model_output,
                                     'ddim'),
-                                   ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm')]:
-    if set_ and sampler != owner:
+                                   ('skip_prk_steps', skip_prk_steps, skip_prk_steps, 'pndm'),
+                                   ('solver_order', solver_order, solver_order is not None, order_owners)]:
+    if set_ and sampler not in owner.split(', '):
       raise UsageError('--{}={} does not apply to --sampler={}; expected it only with sampler {}'.format(
         flag, value, sampler, owner))
+  if solver_order is not None and solver_order not in SOLVER_ORDERS[sampler]:
+    raise UsageError('--solver_order={} with --sampler={}; expected one of {}'.format(
+      solver_order, sampler, ', '.join(map(str, SOLVER_ORDERS[sampler]))))
+  skip_type = DEFAULT_SKIP_TYPES[sampler] if skip_type is None else skip_type
   if progressive and (sampler != 'ddpm' or num_inference_steps is not None or skip_type != 'uniform'):
     raise UsageError('--progressive uses the original ancestral sampler; drop --sampler/--num_inference_steps/'
                      '--skip_type')
   return dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
-              use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type)
+              use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps, skip_type=skip_type,
+              solver_order=check_solver_order(sampler, solver_order))
 
 
-def _resolve_steps(T, options):
-  """The sampler's number of network calls for a model of T steps: --num_inference_steps, or for ddim/pndm their
-  default (samplers.resolve_sampler_options); None for the original ddpm sampler over all T steps."""
+def _resolve_steps(kwargs, options):
+  """The sampler's number of network calls for a model of training kwargs `kwargs` (T = num_diffusion_timesteps):
+  --num_inference_steps, or for the fast samplers their default (samplers.resolve_sampler_options); None for the
+  original ddpm sampler over all T steps. A combination the model cannot sample (a solver on an x_0- or
+  x_{t-1}-predicting network, repeated timesteps) is refused here, before any graph is built."""
+  T = int(kwargs['num_diffusion_timesteps'])
   if options['num_inference_steps'] is not None and options['num_inference_steps'] > T:
     raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
       options['num_inference_steps'], T))
-  resolved = samplers.resolve_sampler_options(T, **options)  # raises ValueError on a bad combination
+  betas = get_beta_schedule(kwargs['beta_schedule'], beta_start=kwargs['beta_start'], beta_end=kwargs['beta_end'],
+                            num_diffusion_timesteps=T)
+  resolved = samplers.resolve_sampler_options(  # raises ValueError on a bad combination
+    T, model_mean_type=kwargs.get('model_mean_type', 'eps'), alphas_cumprod=np.cumprod(1. - betas), **options)
   return options['num_inference_steps'] if options['sampler'] == 'ddpm' else resolved
 
 
@@ -92,10 +114,11 @@ def make_sample_command(script):
   def sample(model_dir=None, checkpoint=None, out_dir=None, num_samples=64, batch_size=64, sampler='ddpm',
              num_inference_steps=None, eta=0., use_clipped_model_output=False, skip_prk_steps=False, seed=0,
              output_type='npz', ema=True, progressive=False, bucket_name_prefix=None, region=None, num_gpus=None,
-             skip_type='uniform', shard=None, **overrides):
+             skip_type=None, shard=None, solver_order=None, **overrides):
     """Draw samples from a checkpoint (EMA weights by default) and write a PNG grid plus the images.
 
-    Outputs in --out_dir (default <model_dir>/samples/<checkpoint>_<sampler>..._seed<seed>_n<num_samples>):
+    Outputs in --out_dir (default <model_dir>/samples/<checkpoint>_<sampler settings>_<ema>_seed<seed>_n<N>, the
+    settings e.g. ddim50_eta0_quad or dpmsolver++10_order2_linspace):
       grid.png (up to 100 samples), samples.npz (arr_0: uint8 [N, H, W, 3]) or images/000000.png ...
       (--output_type=png), info.json (the settings, checkpoint and step). With --progressive: progressive.png
       (one row per sample: the x_0 predictions along the chain, then the sample) and progressive.npz.
@@ -109,13 +132,17 @@ def make_sample_command(script):
         --model_name, --dataset, --num_diffusion_timesteps; a converted one's U-Net comes from the
         unet_hparams.json beside it (scripts/convert_diffusers_checkpoint.py to_tf).
       sampler: ddpm (the original ancestral sampler over all T steps; respaced to --num_inference_steps if given),
-        ddim or pndm (default 50 steps, or T if smaller).
-      num_inference_steps: number of network calls (1..T).
+        ddim, pndm, or the few-step solvers dpmsolver++, sde-dpmsolver++, unipc, euler, euler_ancestral, heun
+        (docs/samplers.md; default 50 steps, or T if smaller).
+      num_inference_steps: number of steps (1..T); one network call each, but heun's two per step but the last and
+        pndm's warm-up.
       eta: DDIM noise (0: deterministic; 1 with all steps: ancestral).
       use_clipped_model_output: DDIM: recompute eps from the clipped x_0 prediction.
       skip_prk_steps: PNDM: skip the Runge-Kutta warm-up (pure PLMS).
-      skip_type: ddpm (respaced) / ddim: which timesteps the steps visit: uniform (every T/S) or quad (quadratic
-        spacing, denser near t = 0, as in the DDIM paper's CIFAR-10 table).
+      skip_type: which timesteps the steps visit: uniform (every T/S), quad (quadratic spacing, denser near t = 0,
+        as in the DDIM paper's CIFAR-10 table), linspace, trailing or karras (diffusers' spacings). Default: the
+        sampler's (uniform for ddpm / ddim / pndm, linspace for the solvers, as their diffusers schedulers).
+      solver_order: dpmsolver++ / unipc: 1, 2 (default) or 3; sde-dpmsolver++: 1 or 2.
       seed: same seed and batch size give the same images.
       output_type: npz (one uint8 .npz) or png (one PNG per sample).
       ema: use the EMA weights (--noema: the raw weights).
@@ -131,7 +158,7 @@ def make_sample_command(script):
     ema, progressive = check_bool('ema', ema), check_bool('progressive', progressive)
     options = _check_sampler_flags(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
                                    use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                                   skip_type=skip_type, progressive=progressive)
+                                   skip_type=skip_type, solver_order=solver_order, progressive=progressive)
     shard = sample_shards.parse_shard(shard)
     if shard and (progressive or output_type != 'npz'):
       raise UsageError('--shard={}/{} with {}; expected --output_type=npz and no --progressive (shards are merged as '
@@ -141,7 +168,7 @@ def make_sample_command(script):
     paths = Paths(bucket_name_prefix, region)
     model_dir, checkpoint, out_dir = paths.resolve(model_dir), paths.resolve(checkpoint), paths.resolve(out_dir)
     source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='sample')
-    options['num_inference_steps'] = _resolve_steps(int(source.kwargs['num_diffusion_timesteps']), options)
+    options['num_inference_steps'] = _resolve_steps(source.kwargs, options)
     out_dir = out_dir or dump.default_out_dir(
       model_dir or os.path.dirname(source.checkpoint), source.checkpoint, ema=ema, seed=seed,
       num_samples=num_samples, progressive=progressive, shard=shard, **options)
@@ -214,14 +241,28 @@ def load_run(script, model_dir, bucket_name_prefix, region, *, command, override
   return paths, model_dir, source.kwargs
 
 
+def eval_sampler_options(kwargs, *, sampler, num_inference_steps, skip_type, solver_order):
+  """The sampler of `evaluation` (--sampler, --num_inference_steps, --skip_type, --solver_order), checked against
+  the run's training kwargs before anything is loaded: None for the original's ancestral sampler over all T steps
+  (the default), else the keyword arguments of Model.sampler_samples_fn with the defaults filled in."""
+  options = _check_sampler_flags(sampler=sampler, num_inference_steps=num_inference_steps, eta=0.,
+                                 use_clipped_model_output=False, skip_prk_steps=False, skip_type=skip_type,
+                                 solver_order=solver_order, progressive=False)
+  if sampler == 'ddpm' and num_inference_steps is None and options['skip_type'] == 'uniform':
+    return None
+  options['num_inference_steps'] = _resolve_steps(kwargs, options) or int(kwargs['num_diffusion_timesteps'])
+  return options
+
+
 def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dump_samples_only, total_bs, load_ckpt,
                  num_inception_samples, inception_graph, stats_dir, non_ema_pass, num_gpus, poll_secs, timeout_secs,
-                 seed, stats_name=None, samples_dir=None, full_reference_sets=False, limit_dataset_size=0):
+                 seed, stats_name=None, samples_dir=None, full_reference_sets=False, limit_dataset_size=0,
+                 sampler_options=None):
   """A script's `evaluation` once its model_dir, dataset and statistics directory are known: evaluation.EvalWorker.
 
   load_ckpt is relative to model_dir as in the original (model.ckpt-N), or a prefix or directory; samples_dir
   receives --dump_samples_only's .npz; full_reference_sets: reference statistics of every image of the splits
-  instead of the original's drop-remainder batches (and limit_dataset_size).
+  instead of the original's drop-remainder batches (and limit_dataset_size); sampler_options: eval_sampler_options.
   """
   check_bool('full_reference_sets', full_reference_sets)
   if load_ckpt is not None:
@@ -238,7 +279,8 @@ def evaluate_run(*, model_dir, model_constructor, ds, paths, tpu_name, once, dum
     stats_dir=stats_dir,
     stats_name=stats_name,
     num_gpus=num_gpus,
-    reference='full' if full_reference_sets else 'original')
+    reference='full' if full_reference_sets else 'original',
+    sampler_options=sampler_options)
   worker.run(logdir=model_dir, once=once, skip_non_ema_pass=not non_ema_pass, dump_samples_only=dump_samples_only,
              load_ckpt=load_ckpt, samples_dir=paths.resolve(samples_dir), poll_secs=poll_secs,
              timeout_secs=timeout_secs, seed=seed)
@@ -272,6 +314,7 @@ def evaluation_from_flags(script, flags):
   arguments; reference statistics default to <tfds_data_dir>/fid_stats."""
   paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
                                       command='evaluation', overrides=_dataset_flag(flags))
+  sampler_options = eval_sampler_options(kwargs, **{k: flags[k] for k in EVAL_SAMPLER_FLAGS})
   tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'),
                             **datasets.folder_args(kwargs, paths.resolve(flags.get('data_dir'))))
@@ -279,7 +322,7 @@ def evaluation_from_flags(script, flags):
                                                                                 tfds_data_dir=tfds_data_dir)
   evaluate_run(
     model_dir=model_dir, model_constructor=lambda: script.load_model(kwargs, ds), ds=ds, paths=paths,
-    stats_dir=stats_dir, **{k: flags[k] for k in (
+    stats_dir=stats_dir, sampler_options=sampler_options, **{k: flags[k] for k in (
       'tpu_name', 'once', 'dump_samples_only', 'total_bs', 'load_ckpt', 'num_inception_samples', 'inception_graph',
       'non_ema_pass', 'num_gpus', 'poll_secs', 'timeout_secs', 'seed', 'samples_dir', 'full_reference_sets')})
 

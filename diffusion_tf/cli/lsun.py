@@ -74,15 +74,18 @@ def evaluation(
     tfr_file=EVAL_TFR_FILE, samples_dir=None, num_inception_samples=2048,
     # Not in the original:
     load_ckpt=None, region=None, inception_graph=None, stats_dir=None, non_ema_pass=False, num_gpus=None,
-    poll_secs=60, timeout_secs=None, seed=0, full_reference_sets=False):
+    poll_secs=60, timeout_secs=None, seed=0, full_reference_sets=False, sampler='ddpm', num_inference_steps=None,
+    skip_type=None, solver_order=None):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
   training TFRecords --tfr_file (2,048 samples in batches of 128; reference statistics of a seeded shuffled subset
   of 30,000 training images, as the original; every image with --full_reference_sets). If --tfr_file is left at
   the original's default and that file does not exist, the TFRecords the run trained on (kwargs.json) are used,
   and a line says so. --dump_samples_only writes the samples into --samples_dir (default model_dir/eval). Other
-  flags as in run_cifar.py evaluation.
+  flags (--sampler for a fast FID track among them) as in run_cifar.py evaluation.
   """
   paths, model_dir, kwargs = commands.load_run(SCRIPT, model_dir, bucket_name_prefix, region, command='evaluation')
+  sampler_options = commands.eval_sampler_options(kwargs, sampler=sampler, num_inference_steps=num_inference_steps,
+                                                  skip_type=skip_type, solver_order=solver_order)
   commands.check_str('tfr_file', tfr_file)
   resolved = paths.resolve(tfr_file)
   trained_on = kwargs.get('tfr_path', kwargs.get('tfr_file'))
@@ -97,7 +100,8 @@ def evaluation(
     num_inception_samples=num_inception_samples, inception_graph=inception_graph, non_ema_pass=non_ema_pass,
     num_gpus=num_gpus, poll_secs=poll_secs, timeout_secs=timeout_secs, seed=seed, stats_name=_tfr_stats_name(resolved),
     samples_dir=samples_dir, full_reference_sets=full_reference_sets, limit_dataset_size=EVAL_LIMIT_DATASET_SIZE,
-    stats_dir=paths.resolve(stats_dir) or watcher.default_stats_dir('lsun', tfr_file=resolved))
+    stats_dir=paths.resolve(stats_dir) or watcher.default_stats_dir('lsun', tfr_file=resolved),
+    sampler_options=sampler_options)
 
 
 SCRIPT = commands._Script(name='run_lsun.py', train_fn=train, load_model=_load_model,

@@ -16,22 +16,24 @@ from ..evaluation import feature_networks, protocol, watcher
 from ..evaluation.simple_eval import SimpleEvalWorker
 from ..experiments import model_source
 from ..runs.paths import check_writable_dir
+from ..sampler_schedules import sampler_settings_name
 from . import commands, runner
 
 
 def make_reproduce_command(script, sample_command):
   """The `reproduce` subcommand of a script; `sample_command` is its `sample` (commands.make_sample_command)."""
   def reproduce(model_dir=None, checkpoint=None, out_dir=None, num_samples=50000, batch_size=250, sampler='ddpm',
-                num_inference_steps=None, eta=0., skip_type='uniform', skip_prk_steps=False, seed=0, ema=True,
+                num_inference_steps=None, eta=0., skip_type=None, skip_prk_steps=False, seed=0, ema=True,
                 features='inception', inception_graph=None, stats_dir=None, tfds_data_dir='tensorflow_datasets',
-                num_splits=10, bpd=False, bpd_batches=None, real_split=None, num_gpus=None, **overrides):
+                num_splits=10, bpd=False, bpd_batches=None, real_split=None, num_gpus=None, solver_order=None,
+                **overrides):
     """The paper's protocol: samples, IS (10 splits), FID against the train and test sets, a table and a JSON.
 
     Draws --num_samples samples (default 50,000, the paper's) from the checkpoint with any sampler (the `sample`
     command's dump in <out_dir>/samples: seeded, resumable, all local GPUs), measures them, and writes
     <out_dir>/table.md (the measured row beside the published CIFAR-10 figures, labelled as references) and
-    <out_dir>/results.json (checkpoint, step, sampler, steps, seed, feature network and its sha256, statistics
-    files, numbers). A rerun reuses finished samples and cached statistics.
+    <out_dir>/results.json (checkpoint, step, sampler, steps, spacing, solver order, seed, feature network and its
+    sha256, statistics files, numbers). A rerun reuses finished samples and cached statistics.
 
     The paper's CIFAR-10 row, and the DDIM paper's S = 50 row:
       python3 scripts/run_cifar.py reproduce --checkpoint=/data/diffusion_cifar10_model/model.ckpt-790000 \\
@@ -40,22 +42,28 @@ def make_reproduce_command(script, sample_command):
         --skip_type=quad
 
     Args:
-      model_dir, checkpoint, sampler, num_inference_steps, eta, skip_type, skip_prk_steps, seed, ema, batch_size,
-        num_gpus: as for `sample` (its training-kwargs flags too, e.g. --model_name for a released checkpoint).
+      model_dir, checkpoint, sampler, num_inference_steps, eta, skip_type, skip_prk_steps, solver_order, seed, ema,
+        batch_size, num_gpus: as for `sample` (its training-kwargs flags too, e.g. --model_name for a released
+        checkpoint).
       features: inception (the paper's numbers; --inception_graph or $DIFFUSION_TF_INCEPTION_GRAPH) or digits (the
         offline stand-in for the digits dataset: digits-IS and digits-FID).
       stats_dir: where the real data's statistics are cached (default: next to the data, as `evaluation` does).
       bpd: also the test set's bits/dim (the variational bound, all T terms); --bpd_batches limits the batches.
       real_split: measure the dataset's own train or test images instead of samples (the real-data floor); takes
         --dataset/--resolution (and, for a folder of images, --data_dir/--eval_fraction) instead of a checkpoint.
-      out_dir: default <model_dir or checkpoint dir>/reproduce/<sampler><steps>_<ema>_seed<seed>_n<num_samples>.
+      out_dir: default <model_dir or checkpoint dir>/reproduce/<sampler><steps>[_order<k>][_<spacing>]_<ema>_seed<seed>
+        _n<num_samples> (the spacing named when not uniform, and always for the solvers).
     """
     _check_protocol_flags(features=features, inception_graph=inception_graph, num_samples=num_samples,
                           num_splits=num_splits, bpd=bpd, bpd_batches=bpd_batches, real_split=real_split,
                           overrides=overrides, has_model=model_dir is not None or checkpoint is not None)
     bpd, ema = checks.check_bool('bpd', bpd), checks.check_bool('ema', ema)
-    sampler_flags = dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta, skip_type=skip_type,
-                         skip_prk_steps=skip_prk_steps, seed=seed, ema=ema)
+    # normalized here (the defaults filled in) so that the directory name and the reuse check see what `sample` does
+    options = commands._check_sampler_flags(
+      sampler=sampler, num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=False,
+      skip_prk_steps=skip_prk_steps, skip_type=skip_type, solver_order=solver_order, progressive=False)
+    sampler_flags = dict({k: options[k] for k in ('sampler', 'num_inference_steps', 'eta', 'skip_type',
+                                                  'skip_prk_steps', 'solver_order')}, seed=seed, ema=ema)
     source = None
     if real_split is None:  # the run or checkpoint first: a missing one fails before any directory, download or graph
       source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command='reproduce',
@@ -118,16 +126,17 @@ def _check_protocol_flags(*, features, inception_graph, num_samples, num_splits,
     raise UsageError('give --model_dir or --checkpoint (or --real_split to measure real images)')
 
 
-def _out_dir(out_dir, model_dir, checkpoint, real_split, *, sampler, num_inference_steps, skip_type, ema, seed,
-             num_samples, **_):
-  """--out_dir, by default <model_dir or checkpoint dir>/reproduce/<sampler><steps>[_<skip>]_<ema>_seed<s>_n<N>
-  (real images: ./reproduce/real_<split>)."""
+def _out_dir(out_dir, model_dir, checkpoint, real_split, *, sampler, num_inference_steps, skip_type, solver_order,
+             ema, seed, num_samples, **_):
+  """--out_dir, by default <model_dir or checkpoint dir>/reproduce/<sampler settings>_<ema>_seed<s>_n<N>, the
+  settings of sampler_schedules.sampler_settings_name without eta (real images: ./reproduce/real_<split>)."""
   if real_split is not None:
     base, name = os.getcwd(), 'real_{}'.format(real_split)
   else:
     base = model_dir or (checkpoint if os.path.isdir(str(checkpoint)) else os.path.dirname(str(checkpoint)))
-    name = '{}{}{}_{}_seed{}_n{}'.format(sampler, num_inference_steps or '', '' if skip_type == 'uniform' else
-                                         '_' + skip_type, 'ema' if ema else 'noema', seed, num_samples)
+    name = '{}_{}_seed{}_n{}'.format(
+      sampler_settings_name(sampler, num_inference_steps or None, skip_type=skip_type, solver_order=solver_order),
+      'ema' if ema else 'noema', seed, num_samples)
   return os.path.abspath(out_dir or os.path.join(base, 'reproduce', name))
 
 
@@ -145,7 +154,7 @@ def _model_samples(sample_command, source, sample_dir, *, model_dir, checkpoint,
                    batch_size=batch_size, output_type='npz', num_gpus=num_gpus, **sampler_flags, **overrides)
   with open(info_path) as f:
     sampling = json.load(f)
-  for key in ('num_samples', 'sampler', 'seed', 'ema', 'skip_type'):
+  for key in ('num_samples', 'sampler', 'seed', 'ema', 'skip_type', 'solver_order'):
     want = num_samples if key == 'num_samples' else sampler_flags[key]
     if sampling.get(key) != want:
       raise UsageError('{} holds samples with {}={!r}, not {!r}; expected a fresh --out_dir'.format(

@@ -11,6 +11,7 @@ the measured row.
 import numpy as np
 
 from .. import provenance
+from ..sampler_schedules import SOLVERS
 from . import metrics
 from . import watcher as evaluation, reference_stats as fid_stats
 from .feature_networks import FEATURES  # noqa: F401 (the choice of feature network, defined once there)
@@ -89,7 +90,8 @@ def format_table(result):
 
 
 def row_label(sampling):
-  """'DDPM-1000, EMA' / 'DDIM-50 (eta 0, quad), EMA' / 'held-out real images (test split)'."""
+  """'DDPM-1000, EMA' / 'DDIM-50 (eta 0, quad), EMA' / 'UNIPC-10 (order 2, linspace), EMA' / 'held-out real images
+  (test split)'."""
   if sampling.get('real_split'):
     return 'real images ({} split)'.format(sampling['real_split'])
   name = sampling['sampler'].upper()
@@ -97,7 +99,9 @@ def row_label(sampling):
   extras = []
   if sampling['sampler'] == 'ddim':
     extras.append('eta {:g}'.format(sampling.get('eta', 0.)))
-  if sampling.get('skip_type', 'uniform') != 'uniform':
+  if sampling.get('solver_order') is not None:
+    extras.append('order {}'.format(sampling['solver_order']))
+  if sampling.get('skip_type', 'uniform') != 'uniform' or sampling['sampler'] in SOLVERS:
     extras.append(sampling['skip_type'])
   return '{}-{}{}, {}, step {}'.format(name, steps, ' ({})'.format(', '.join(extras)) if extras else '',
                                        provenance.weights_label(sampling.get('ema'), sampling.get('provenance')),

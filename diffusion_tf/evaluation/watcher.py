@@ -18,6 +18,7 @@ from ..experiments.model import Model
 from ..runs.paths import check_writable_dir, is_url
 from ..runs.run_dir import checkpoint_step, resolve_checkpoint, resolve_load_ckpt, restore_weights
 from ..generate.seeded import build_seeded_samples, run_seeded
+from ..sampler_schedules import sampler_settings_name
 
 
 def default_stats_dir(dataset_name, *, tfds_data_dir=None, tfr_file=None):
@@ -174,6 +175,12 @@ class EvalWorker:
     <prefix>/samples/fid<n>                FID against the test set (datasets with one)
     <prefix>/real_inception_score_train, <prefix>/real_inception_score   IS of the real images (one split)
 
+  The samples come from the original's ancestral sampler over all T steps, or, with sampler_options (the keyword
+  arguments of Model.sampler_samples_fn, checked and with defaults filled in), from that sampler: then its settings
+  name (sampler_schedules.sampler_settings_name, e.g. dpmsolver++10_order2_linspace) is inserted in every tag
+  (eval_ema/<name>/samples/fid<n>) and file name (step<N>_ema_<name>_metrics.json), so that a cheap fast-sampler
+  FID track and the original's DDPM-1000 one live side by side in one eval directory.
+
   Samples reach the Inception graph as floats: clipped to [-1, 1] and mapped to [0, 255] without rounding.
   Reference statistics come from the images the original measured (reference='original'): the dataset's
   reference input (`reference_input_fn`: the one-pass training set; LSUN: shuffled) and its test split, in
@@ -186,7 +193,7 @@ class EvalWorker:
 
   def __init__(self, tpu_name, model_constructor, total_bs, dataset, inception_bs=8, num_inception_samples=1024,
                limit_dataset_size=0, *, zone=None, project=None, inception_graph=None, stats_dir=None,
-               stats_name=None, num_gpus=None, reference='original', printer=print):
+               stats_name=None, num_gpus=None, reference='original', sampler_options=None, printer=print):
     """inception_bs: images per run of the Inception graph (the scripts pass total_bs, as the original; the original
     also drew the metrics' samples in batches of inception_bs, here they are drawn in batches of total_bs)."""
     checks.check_int('num_inception_samples', num_inception_samples, minimum=2)
@@ -208,6 +215,12 @@ class EvalWorker:
     self.total_bs = total_bs
     self.dist.check_batch_size(total_bs)
     self._extractor = None
+    self.sampler_options = sampler_options
+    self.sampler_name = None if sampler_options is None else sampler_settings_name(
+      sampler_options['sampler'], sampler_options['num_inference_steps'], skip_type=sampler_options['skip_type'],
+      solver_order=sampler_options.get('solver_order'), eta=sampler_options.get('eta'),
+      use_clipped_model_output=sampler_options.get('use_clipped_model_output', False),
+      skip_prk_steps=sampler_options.get('skip_prk_steps', False))
 
   # -- real data statistics
   def _reference_stats(self):
@@ -245,9 +258,12 @@ class EvalWorker:
   def _build(self):
     model = self.model_constructor()
     assert isinstance(model, Model)
-    outputs, noises = build_seeded_samples(
-      self.dist, self.total_bs, self.dataset.image_shape,
-      lambda dummy, y, noise_fn: {'samples': model.samples_fn(dummy, y, noise_fn=noise_fn)['samples']})
+    if self.sampler_options is None:  # the original's sampler
+      sample_fn = lambda dummy, y, noise_fn: {'samples': model.samples_fn(dummy, y, noise_fn=noise_fn)['samples']}
+    else:
+      sample_fn = lambda dummy, y, noise_fn: model.sampler_samples_fn(dummy, y, noise_fn=noise_fn,
+                                                                      **self.sampler_options)
+    outputs, noises = build_seeded_samples(self.dist, self.total_bs, self.dataset.image_shape, sample_fn)
     return outputs['samples'], noises
 
   def _sample(self, sess, samples, noises, seed):
@@ -275,9 +291,10 @@ class EvalWorker:
     if dump_samples_only and samples_dir:
       check_writable_dir(dump_dir, 'samples_dir')
     passes = [True] if skip_non_ema_pass else [True, False]
+    name = '' if self.sampler_name is None else '_' + self.sampler_name
     done_file = lambda step, ema: os.path.join(
-      dump_dir if dump_samples_only else eval_dir, 'step{:08d}_{}{}'.format(
-        step, 'ema' if ema else 'noema', '_samples.npz' if dump_samples_only else '_metrics.json'))
+      dump_dir if dump_samples_only else eval_dir, 'step{:08d}_{}{}{}'.format(
+        step, 'ema' if ema else 'noema', name, '_samples.npz' if dump_samples_only else '_metrics.json'))
     if once:
       load_ckpt = load_ckpt or resolve_checkpoint(logdir)
       done = [done_file(checkpoint_step(load_ckpt), ema) for ema in passes]
@@ -306,13 +323,14 @@ class EvalWorker:
           for ema in passes:
             tag = 'ema' if ema else 'noema'
             prefix = 'eval_ema' if ema else 'eval'  # the original's TensorBoard prefixes
-            grid = os.path.join(eval_dir, 'step{:08d}_{}_samples.png'.format(step, tag))
+            prefix += '' if self.sampler_name is None else '/' + self.sampler_name
+            grid = os.path.join(eval_dir, 'step{:08d}_{}{}_samples.png'.format(step, tag, name))
             out_file = done_file(step, ema)
             if tf.io.gfile.exists(out_file):
               self._print('{} exists: checkpoint {} ({}) is already evaluated'.format(out_file, ckpt, tag))
               continue
-            self._print('evaluating {} (step {}, {} weights): {} samples'.format(
-              ckpt, step, tag, self.num_inception_samples))
+            self._print('evaluating {} (step {}, {} weights): {} samples{}'.format(
+              ckpt, step, tag, self.num_inception_samples, '' if name == '' else ' of ' + self.sampler_name))
             restore_weights(sess, ckpt, ema=ema)
             samples_float = self._sample(sess, samples, noises, seed)
             images = to_uint8(samples_float)  # for the grid and the dumps; the metrics use the floats
@@ -328,6 +346,7 @@ class EvalWorker:
             writer.flush()
             result.update(
               checkpoint=ckpt, step=step, weights=tag, num_samples=len(samples_float), seed=seed,
+              sampler=dict(self.sampler_options or {'sampler': 'ddpm', 'num_inference_steps': None}),
               reference_images=self.reference, inception_graph=self._extractor.graph_path,
               inception_graph_sha256=self._extractor.graph_sha256,
               **{'ref_stats_' + key: path for key, (_, path) in refs.items()},

@@ -37,7 +37,7 @@ class Model(model.Model):
   def _denoise(self, x, t, y, dropout):
     B, H, W, C = x.shape.as_list()
     assert x.dtype == tf.float32
-    assert t.shape == [B] and t.dtype in [tf.int32, tf.int64]
+    assert t.shape == [B] and t.dtype in [tf.int32, tf.int64, tf.float32]  # float: the solvers' fractional t
     assert y.shape == [B] and y.dtype in [tf.int32, tf.int64]
     orig_out_ch = out_ch = C
     if self.block_size != 1:  # the U-Net sees (H / b) x (W / b) images with C * b^2 channels

@@ -38,7 +38,7 @@ class Model(model.Model):
   def _denoise(self, x, t, y, dropout):
     B, H, W, C = x.shape.as_list()
     assert x.dtype == tf.float32
-    assert t.shape == [B] and t.dtype in [tf.int32, tf.int64]
+    assert t.shape == [B] and t.dtype in [tf.int32, tf.int64, tf.float32]  # float: the solvers' fractional t
     assert y.shape == [B] and y.dtype in [tf.int32, tf.int64]
     out_ch = (C * 2) if self.diffusion.model_var_type == 'learned' else C
     y = None

@@ -120,12 +120,13 @@ class Model:
 
   def sampler_samples_fn(self, dummy_noise, y, *, sampler, num_inference_steps=None, eta=0.,
                          use_clipped_model_output=False, skip_prk_steps=False, noise_fn=tf.random_normal,
-                         skip_type='uniform'):
-    """{'samples': ...} from one of the samplers of diffusion_tf/samplers.py (ddpm (respaced), ddim, pndm)."""
+                         skip_type=None, solver_order=None):
+    """{'samples': ...} from one of the samplers of diffusion_tf/samplers.py (ddpm (respaced), ddim, pndm and the
+    solvers); skip_type / solver_order None mean the sampler's defaults."""
     return {'samples': self.diffusion.sample_loop(
       functools.partial(self._denoise, y=y, dropout=0), shape=dummy_noise.shape.as_list(), sampler=sampler,
       num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output,
-      skip_prk_steps=skip_prk_steps, noise_fn=noise_fn, skip_type=skip_type)}
+      skip_prk_steps=skip_prk_steps, noise_fn=noise_fn, skip_type=skip_type, solver_order=solver_order)}
 
 
 def make_ema(global_step, ema_decay, trainable_variables):

@@ -20,6 +20,7 @@ from .. import utils
 from ..errors import UsageError
 from ..runs import run_dir, run_lock
 from ..runs.paths import check_writable_dir, refuse_overwrite
+from ..sampler_schedules import sampler_settings_name
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic
 from . import shards as sample_shards
 from .seeded import build_seeded_samples, run_seeded
@@ -29,15 +30,14 @@ SHARDS_DIR = '.shards'
 
 
 def default_out_dir(base, ckpt, *, sampler, num_inference_steps, eta, use_clipped_model_output, skip_prk_steps,
-                    skip_type, ema, seed, num_samples, progressive, shard):
-  """<base>/samples/<checkpoint>_<sampler><steps>[_eta.., _clipped, _noprk, _quad]_<ema>_seed<seed>_n<N>..."""
-  steps_tag = '' if num_inference_steps is None else str(num_inference_steps)
-  options = '_eta{:g}'.format(eta) if sampler == 'ddim' else ''
-  options += '_clipped' if use_clipped_model_output else ''
-  options += '_noprk' if skip_prk_steps else ''
-  options += '_' + skip_type if skip_type != 'uniform' else ''
-  return os.path.join(base, 'samples', '{}_{}{}{}_{}_seed{}_n{}{}{}'.format(
-    os.path.basename(ckpt), sampler, steps_tag, options, 'ema' if ema else 'noema', seed, num_samples,
+                    skip_type, solver_order, ema, seed, num_samples, progressive, shard):
+  """<base>/samples/<checkpoint>_<sampler settings>_<ema>_seed<seed>_n<N>[_progressive][_shard<i>of<n>], the sampler
+  settings named by sampler_schedules.sampler_settings_name (ddim50_eta0_quad, dpmsolver++10_order2_linspace)."""
+  settings = sampler_settings_name(sampler, num_inference_steps, skip_type=skip_type, solver_order=solver_order,
+                                   eta=eta, use_clipped_model_output=use_clipped_model_output,
+                                   skip_prk_steps=skip_prk_steps)
+  return os.path.join(base, 'samples', '{}_{}_{}_seed{}_n{}{}{}'.format(
+    os.path.basename(ckpt), settings, 'ema' if ema else 'noema', seed, num_samples,
     '_progressive' if progressive else '', '_shard{}of{}'.format(*shard) if shard else ''))
 
 
@@ -50,14 +50,14 @@ class SampleDump:
   """
 
   def __init__(self, source, load_model, out_dir, *, num_samples, batch_size, seed, ema, sampler,
-               num_inference_steps, eta, use_clipped_model_output, skip_prk_steps, skip_type, output_type,
-               progressive, shard, dist, overrides, printer=print):
+               num_inference_steps, eta, use_clipped_model_output, skip_prk_steps, skip_type, solver_order,
+               output_type, progressive, shard, dist, overrides, printer=print):
     self.source, self.load_model, self.out_dir, self.dist, self._print = source, load_model, out_dir, dist, printer
     self.num_samples, self.seed, self.ema, self.output_type = num_samples, seed, ema, output_type
     self.progressive, self.shard = progressive, shard
     self.sampler_options = dict(sampler=sampler, num_inference_steps=num_inference_steps, eta=eta,
                                 use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
-                                skip_type=skip_type)
+                                skip_type=skip_type, solver_order=solver_order)
     self.step = run_dir.checkpoint_step(source.checkpoint)
     self.batch_size = min(batch_size, num_samples) if progressive else batch_size  # progressive: one batch
     dist.check_batch_size(self.batch_size, 'batch_size')
@@ -90,10 +90,11 @@ class SampleDump:
     try:
       refuse_overwrite(self.out_dir, self.final_files, '`sample`')  # a dump that finished before we held the lock
       options = self.sampler_options
-      self._print('sampling {} images from {} (step {}, {} weights) with {}{} -> {}'.format(
+      self._print('sampling {} images from {} (step {}, {} weights) with {}{}{} -> {}'.format(
         self.batch_size if self.progressive else self.num_samples, self.source.checkpoint, self.step,
         'EMA' if self.ema else 'raw', options['sampler'], '' if options['num_inference_steps'] is None else
-        ' ({} steps)'.format(options['num_inference_steps']), self.out_dir))
+        ' ({} steps, {} spacing)'.format(options['num_inference_steps'], options['skip_type']),
+        '' if options['solver_order'] is None else ', order {}'.format(options['solver_order']), self.out_dir))
       if self.progressive:
         self._write_progressive()
       else:

@@ -29,7 +29,8 @@ GRID_FILE = 'grid.png'
 # What the shards of one sampling run share: the weights, the sampler and its settings, the seed, and how the dump is
 # cut into batches and replicas (each replica draws its own noise stream, so the replica count changes the images).
 RUN_KEYS = ('checkpoint_sha256', 'step', 'ema', 'sampler', 'num_inference_steps', 'eta', 'use_clipped_model_output',
-            'skip_prk_steps', 'seed', 'batch_size', 'num_samples', 'num_replicas', 'model_kwargs')
+            'skip_prk_steps', 'skip_type', 'solver_order', 'seed', 'batch_size', 'num_samples', 'num_replicas',
+            'model_kwargs')
 
 
 def parse_shard(value):
@@ -77,6 +78,8 @@ def _read_shard(shard_dir):
   if not isinstance(info, dict) or not isinstance(info.get('shard'), list) or len(info['shard']) != 2:
     raise ShardError('{} has no "shard": [i, n]; expected the directory of a `sample --shard=i/n` run'.format(
       info_path))
+  if 'solver_order' not in info and info.get('sampler') in ('ddpm', 'ddim', 'pndm'):
+    info['solver_order'] = None  # a shard of a dump from before the solvers: its sampler has no order
   missing = [k for k in RUN_KEYS if k not in info]
   if missing:
     raise ShardError('{} lacks {}; expected the info.json of a `sample --shard=i/n` run'.format(

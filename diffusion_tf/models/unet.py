@@ -129,7 +129,9 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
   """
   B, S, _, _ = x.shape.as_list()
   assert x.dtype == tf.float32 and x.shape[2] == S
-  assert t.dtype in [tf.int32, tf.int64]
+  # float t: euler / heun call the network at the fractional timesteps of diffusers' spacings; the sinusoidal
+  # embedding is defined for any real t
+  assert t.dtype in [tf.int32, tf.int64, tf.float32]
   num_resolutions = len(ch_mult)
   assert num_classes == 1 and y is None, 'class conditioning is not supported'
   del y

@@ -354,6 +354,61 @@ def test_evaluation_metrics_once_with_stats_dir_reused_and_the_non_ema_pass(run,
   assert scalars['eval_ema/samples/fid6'] == {3: pytest.approx(ema['samples/fid6'], rel=1e-5)}
 
 
+def _dpm_solver1_samples(net, *, n, batch_size, seed, timesteps, schedule=SCHEDULE):
+  """n samples of first-order DPM-Solver++ (Lu et al. 2022, eq. 8 at order 1: x_s = (sigma_s / sigma_t) x_t -
+  alpha_s (e^{-h} - 1) x0_pred, which is DDIM with eta 0 and no clipping) over `timesteps` (calling order), the last
+  step to sigma = 0 (x0_pred), from the seeded x_T of each batch."""
+  samples = []
+  for b in range(-(-n // batch_size)):
+    x = net.noise(seed, 64 * b * 2 ** 20 + 1, [batch_size] + net._shape)
+    for i, t in enumerate(timesteps):
+      a, eps = schedule.abar[t], net.eps(x, t)
+      x0 = (x - np.sqrt(1. - a) * eps) / np.sqrt(a)
+      a_next = schedule.abar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.
+      x = np.sqrt(a_next) * x0 + np.sqrt(1. - a_next) * eps
+    samples.append(x)
+  return np.concatenate(samples)[:n]
+
+
+def test_evaluation_sampler_steps_order_and_spacing_make_a_fast_track_named_after_them(
+    run, standin, digits, private_inception_cache, capsys, tmp_path, monkeypatch):
+  """--sampler, --num_inference_steps, --solver_order and --skip_type of `evaluation`: IS and FID equal numpy's of
+  first-order DPM-Solver++ over diffusers' 'trailing' timesteps [9, 7, 4, 1] (round(T - i T / S) - 1), written
+  under tags and a file named dpmsolver++4_order1_trailing, beside (not instead of) the original's DDPM track. A
+  dropped flag would give other images (the default order 2 and linspace spacing, 50 -> T steps) or other names;
+  an x_0-predicting model is refused before anything is sampled."""
+  monkeypatch.setattr(tf.train, 'checkpoints_iterator', _no_watch)
+  model_dir = _copy_run(run, tmp_path / 'run')
+  name = 'dpmsolver++4_order1_trailing'
+  code, out, err = run_main(capsys, 'run_cifar', [
+    'evaluation', '--model_dir={}'.format(model_dir), '--once', '--inception_graph={}'.format(standin['path']),
+    '--stats_dir={}'.format(tmp_path / 'stats'), '--total_bs=5', '--num_inception_samples=6',
+    '--sampler=dpmsolver++', '--num_inference_steps=4', '--solver_order=1', '--skip_type=trailing'])
+  assert code == 0, err
+  assert _eval_files(model_dir, '.json') == ['step00000003_ema_{}_metrics.json'.format(name)]
+  result = json.load(open(os.path.join(model_dir, 'eval', 'step00000003_ema_{}_metrics.json'.format(name))))
+  assert {k: result['sampler'][k] for k in ('sampler', 'num_inference_steps', 'solver_order', 'skip_type')} == dict(
+    sampler='dpmsolver++', num_inference_steps=4, solver_order=1, skip_type='trailing')
+  net = run['net'].load(run['ckpt'](3), True)
+  samples = _dpm_solver1_samples(net, n=6, batch_size=5, seed=0, timesteps=[9, 7, 4, 1])
+  pool, logits = standin['features'](samples)
+  _assert_metrics(result, {'samples/inception6': _inception_score(logits),
+                           'samples/trainfid6': _fid(digits['train_pool'][:1500], pool),
+                           'samples/fid6': _fid(digits['test_pool'][:295], pool)})
+  _assert_different(samples, _dpm_solver1_samples(net, n=6, batch_size=5, seed=0, timesteps=[9, 7, 4, 2]))
+  scalars = read_scalars(os.path.join(model_dir, 'eval'))
+  assert scalars['eval_ema/{}/samples/fid6'.format(name)] == {3: pytest.approx(result['samples/fid6'], rel=1e-5)}
+  assert 'eval_ema/samples/fid6' not in scalars
+  # a solver needs an eps-prediction network: refused from the run's kwargs, before sampling
+  kwargs_path = os.path.join(model_dir, 'kwargs.json')
+  kwargs = json.load(open(kwargs_path))
+  json.dump(dict(kwargs, model_mean_type='xstart'), open(kwargs_path, 'w'))
+  code, out, err = run_main(capsys, 'run_cifar', ['evaluation', '--model_dir={}'.format(model_dir), '--once',
+                                                  '--sampler=unipc', '--num_inference_steps=4'])
+  assert_one_error(code, err, 'unipc', "'xstart'")
+  assert 'evaluating' not in out
+
+
 def test_evaluation_watch_mode_evaluates_a_new_checkpoint_then_times_out(run, standin, digits, private_inception_cache,
                                                                          capsys, tmp_path, monkeypatch):
   """Without --once: the latest checkpoint (step 2; step 1 is older) is evaluated, then step 3, which appears while

@@ -212,6 +212,36 @@ def test_reproduce_samples_are_the_sample_dump_of_the_same_flags(cifar_run, repr
   assert not np.array_equal(_samples(repro[1])[:10], _samples(repro_digits[1]))
 
 
+SAMPLING_SOLVER = dict(sampler='unipc', num_inference_steps=4, solver_order=3, skip_type='karras', num_samples=10,
+                       batch_size=10)
+
+
+def test_reproduce_solver_order_and_skip_type_reach_the_dump_and_results_json(cifar_run, capsys, tmp_path):
+  """--solver_order and --skip_type of reproduce (UniPC order 3 over the Karras timesteps): its samples are bit for
+  bit those `sample` dumps with the same flags, and results.json (sampling) and its label record the order and the
+  spacing; reproduce dropping either would sample with order 2 and linspace, which results.json would say. The
+  default --out_dir names them too (reproduce._out_dir)."""
+  from diffusion_tf.cli import reproduce
+  out_dir, dump_dir = str(tmp_path / 'repro'), str(tmp_path / 'dump')
+  result = load_script('run_cifar').reproduce(model_dir=cifar_run, out_dir=out_dir, features='digits', num_splits=2,
+                                              **SAMPLING_SOLVER)
+  code, _, err = run_main(capsys, 'run_cifar', ['sample', '--model_dir={}'.format(cifar_run),
+                                                '--out_dir={}'.format(dump_dir)] + _argv(SAMPLING_SOLVER))
+  assert code == 0, err
+  np.testing.assert_array_equal(_samples(out_dir), load_npz(os.path.join(dump_dir, 'samples.npz')))
+  with open(os.path.join(out_dir, 'results.json')) as f:
+    assert json.load(f)['sampling'] == result['sampling']
+  assert {k: result['sampling'][k] for k in ('sampler', 'num_inference_steps', 'solver_order', 'skip_type')} == dict(
+    sampler='unipc', num_inference_steps=4, solver_order=3, skip_type='karras')
+  assert result['label'].startswith('UNIPC-4 (order 3, karras), EMA')
+  name = lambda **kw: os.path.basename(reproduce._out_dir(None, '/run', None, None, **dict(dict(
+    num_inference_steps=None, skip_type='uniform', solver_order=None, ema=True, seed=0, num_samples=10), **kw)))
+  assert name(sampler='ddpm') == 'ddpm_ema_seed0_n10'  # today's names of ddpm / ddim unchanged
+  assert name(sampler='ddim', num_inference_steps=50, skip_type='quad') == 'ddim50_quad_ema_seed0_n10'
+  assert name(sampler='unipc', num_inference_steps=4, solver_order=3, skip_type='karras') == (
+    'unipc4_order3_karras_ema_seed0_n10')
+
+
 def test_reproduce_inception_score_splits_and_fid_are_numpy_of_the_standin_graph(repro, graph):
   """--features=inception with --inception_graph and --num_splits=4: IS mean and std over 4 splits of the 20
   samples, and FID against the digits' train and test images, all from the stand-in graph evaluated in numpy; the

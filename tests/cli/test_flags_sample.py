@@ -9,6 +9,7 @@ the same x_T and step noise. Every variant must match its own reference and diff
 were dropped after validation makes a test fail.
 """
 
+import json
 import os
 
 import numpy as np
@@ -130,7 +131,8 @@ def _library_loop(run, **kw):
   model = run['model']
   with run['graph'].as_default():
     denoise = lambda x, t: model._denoise(x, t, y=tf.zeros(SHAPE[:1], tf.int32), dropout=0.)
-    extra = {} if kw.get('sampler') == 'pndm' else {'step_noise': tf.constant(step_noise, tf.float32)}
+    deterministic = kw.get('sampler') in ('pndm', 'dpmsolver++', 'unipc', 'euler', 'heun')
+    extra = {} if deterministic else {'step_noise': tf.constant(step_noise, tf.float32)}
     out = model.diffusion.sample_loop(denoise, shape=SHAPE, x_T=tf.constant(x_T, tf.float32), **kw, **extra)
     # the network's variables are shared with the loaded graph: the same raw weights
   return run['sess'].run(out)
@@ -163,3 +165,48 @@ def test_sample_ddpm_all_steps_equals_ddim_eta1_all_steps_with_clipped_output(ru
   diff = np.abs(ddpm.astype(int) - ddim.astype(int))
   assert diff.max() <= 1 and (diff > 0).mean() < 0.02
   _assert_same_images(ddpm, _ddim_numpy(run, list(range(T)), 1., True))
+
+
+def _info(run, name):
+  with open(os.path.join(str(run['root']), 'samples_' + name, 'info.json')) as f:
+    return json.load(f)
+
+
+def test_sample_solvers_solver_order_and_skip_type_match_the_in_process_samplers(run, capsys):
+  """The few-step solvers through the command line: each dump equals the library's sample_loop with the same
+  options, --solver_order and --skip_type change the images, and info.json records the resolved order and spacing
+  (the defaults filled in: order 2, the sampler's diffusers spacing)."""
+  cases = {
+    'dpm6': (['--sampler=dpmsolver++', '--num_inference_steps=6'],
+             dict(sampler='dpmsolver++', num_inference_steps=6), 2, 'linspace'),
+    # order 3 needs S >= 5 to show: with lower_order_final the last two steps drop to orders 1 and 2
+    'dpm6_order3': (['--sampler=dpmsolver++', '--num_inference_steps=6', '--solver_order=3'],
+                    dict(sampler='dpmsolver++', num_inference_steps=6, solver_order=3), 3, 'linspace'),
+    'dpm6_trailing': (['--sampler=dpmsolver++', '--num_inference_steps=6', '--skip_type=trailing'],
+                      dict(sampler='dpmsolver++', num_inference_steps=6, skip_type='trailing'), 2, 'trailing'),
+    'heun3_karras': (['--sampler=heun', '--num_inference_steps=3', '--skip_type=karras'],
+                     dict(sampler='heun', num_inference_steps=3, skip_type='karras'), None, 'karras'),
+  }
+  images = {}
+  for name, (flags, kw, order, spacing) in cases.items():
+    images[name] = _script(run, capsys, name, flags)
+    _assert_same_images(images[name], _library_loop(run, **kw))
+    info = _info(run, name)
+    assert (info['sampler'], info['solver_order'], info['skip_type']) == (kw['sampler'], order, spacing)
+  for a, b in [('dpm6', 'dpm6_order3'), ('dpm6', 'dpm6_trailing'), ('dpm6', 'heun3_karras')]:
+    _assert_different(images[a], images[b])
+
+
+def test_sample_default_out_dir_names_the_sampler_order_and_spacing():
+  """The default --out_dir of `sample` (dump.default_out_dir): today's names for ddpm / ddim unchanged, the
+  solvers' with their order and spacing."""
+  from diffusion_tf.generate import dump
+  name = lambda **kw: os.path.basename(dump.default_out_dir('/run', '/run/model.ckpt-7', **dict(dict(
+    num_inference_steps=None, eta=0., use_clipped_model_output=False, skip_prk_steps=False, skip_type='uniform',
+    solver_order=None, ema=True, seed=0, num_samples=64, progressive=False, shard=None), **kw)))
+  assert name(sampler='ddpm') == 'model.ckpt-7_ddpm_ema_seed0_n64'
+  assert name(sampler='ddim', num_inference_steps=50, skip_type='quad') == 'model.ckpt-7_ddim50_eta0_quad_ema_seed0_n64'
+  assert (name(sampler='dpmsolver++', num_inference_steps=10, solver_order=3, skip_type='linspace') ==
+          'model.ckpt-7_dpmsolver++10_order3_linspace_ema_seed0_n64')
+  assert (name(sampler='euler', num_inference_steps=20, skip_type='uniform') ==
+          'model.ckpt-7_euler20_uniform_ema_seed0_n64')

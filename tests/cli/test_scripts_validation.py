@@ -120,6 +120,9 @@ def test_missing_kwargs_json_and_checkpoint(capsys, tmp_path):
   (['--sampler=ddim', '--eta=-1'], 'eta=-1'),
   (['--model_nam=tiny'], '--model_nam'),  # a typo is not silently ignored
   (['--progressive', '--sampler=ddim'], '--progressive'),
+  (['--solver_order=2'], '--solver_order=2'),  # ddpm has no order
+  (['--sampler=sde-dpmsolver++', '--solver_order=3'], '--solver_order=3'),
+  (['--skip_type=leading'], "skip_type='leading'"),
 ])
 def test_sample_rejects_bad_flags(capsys, tmp_path, argv, needle):
   code, _, err = run_main(capsys, 'run_cifar', ['sample', '--model_dir={}'.format(tmp_path)] + argv)
