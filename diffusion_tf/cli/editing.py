@@ -351,7 +351,7 @@ def make_inpaint_command(script):
 def make_img2img_command(script):
   """The `img2img` subcommand (SDEdit) of a script."""
 
-  def img2img(images, strength=0.5, model_dir=None, checkpoint=None, out_dir=None, sampler='ddim',
+  def img2img(images, strength=0.5, model_dir=None, checkpoint=None, out_dir=None, sampler='ddpm',
               num_inference_steps=None, eta=0., skip_type='uniform', batch_size=16, seed=0, ema=True, num_gpus=None,
               **overrides):
     """Redraw images with SDEdit (Meng et al. 2022): diffuse each to t = round(strength * T) with q(x_t | x_0),

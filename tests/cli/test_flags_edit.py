@@ -134,7 +134,7 @@ def test_img2img_flags_give_sdedit_of_those_settings(edit_run, capsys, tmp_path)
   none = np.zeros([3, SIZE, SIZE, 1], np.float32)
   expected, *others = _reference(run['model_dir'], run['pixels'], none, 2, [
     (2, False, 1, sdedit()), (2, False, 1, sdedit(strength=0.5)),
-    (2, False, 1, sdedit(sampler='ddpm', eta=0., num_inference_steps=None)),
+    (2, False, 1, sdedit(sampler='ddpm', eta=0.)),
     (2, False, 1, sdedit(num_inference_steps=2)), (2, False, 1, sdedit(eta=0.)),
     (2, False, 1, sdedit(skip_type='uniform')), (2, False, 0, sdedit()), (2, True, 1, sdedit())])
   np.testing.assert_array_equal(results, expected)
