@@ -8,6 +8,9 @@ a time per output directory, nothing overwritten. Outputs in out_dir:
   grid.png                one row per image (the first 64): input | mask | result (inpaint), input | result
                           (img2img), input | latent | reconstruction (invert)
   info.json               the settings, checkpoint and step (and for invert the reconstruction error)
+
+The inputs (read_images, read_masks; read_image also serves `interpolate`): PNG/JPEG files, a directory of them, or a
+uint8 .npz; masks as black-and-white PNGs, white = keep.
 """
 
 import hashlib
@@ -17,15 +20,101 @@ import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from PIL import Image
 from tqdm import tqdm
 
 from .. import utils
+from ..errors import UsageError
 from ..runs import run_dir
 from ..utils import save_npz_atomic, to_uint8, write_json_atomic
 from .dump import SampleDump
 from .seeded import build_seeded_samples, run_seeded
 
 GRID_ROWS = 64
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The inputs: images and masks from files, each problem one UsageError naming the flag
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+
+
+def _open_image(path, image_size, flag, convert):
+  """A PNG/JPEG file as a numpy array (PIL mode `convert`, or the file's own with None) of image_size x image_size."""
+  if not os.path.isfile(str(path)):
+    raise UsageError('--{}={!r} does not exist; expected a PNG or JPEG image of {}x{} pixels'.format(
+      flag, path, image_size, image_size))
+  try:
+    with Image.open(str(path)) as img:
+      mode = img.mode
+      arr = np.asarray(img.convert(convert) if convert else img)
+  except OSError as e:
+    raise UsageError('--{}={!r} is not a readable image ({}); expected a PNG or JPEG of {}x{} pixels'.format(
+      flag, path, e, image_size, image_size)) from None
+  if arr.shape[:2] != (image_size, image_size):
+    raise UsageError('--{}={!r} is {}x{}; expected an image of the model\'s size {}x{}'.format(
+      flag, path, arr.shape[1], arr.shape[0], image_size, image_size))
+  return arr, mode
+
+
+def read_image(path, image_size, flag):
+  """A PNG or JPEG file as uint8 [image_size, image_size, 3]; one clear error if it is missing or of another size."""
+  return _open_image(path, image_size, flag, 'RGB')[0]
+
+
+def _image_files(path, flag, extensions):
+  """A file, or the files of a directory with one of `extensions` in sorted order."""
+  if os.path.isdir(str(path)):
+    files = sorted(os.path.join(str(path), f) for f in os.listdir(str(path)) if f.lower().endswith(extensions))
+    if not files:
+      raise UsageError('--{}={!r} holds no {} files'.format(flag, path, '/'.join(extensions)))
+    return files
+  return [str(path)]
+
+
+def read_images(path, image_size, flag='images'):
+  """The images to edit as uint8 [N, image_size, image_size, 3]: a PNG/JPEG file, a directory of them (sorted by
+  name), or an .npz whose arr_0 is uint8 [N, H, W, 3] (as `sample` writes)."""
+  if str(path).endswith('.npz') and os.path.isfile(str(path)):
+    with np.load(str(path)) as f:
+      arr = f['arr_0'] if 'arr_0' in f.files else None
+    if arr is None or arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (image_size, image_size, 3):
+      raise UsageError('--{}={!r}: expected arr_0 uint8 [N, {}, {}, 3] (the model\'s image size), got {}'.format(
+        flag, path, image_size, image_size, 'no arr_0' if arr is None else '{} {}'.format(arr.dtype,
+                                                                                           list(arr.shape))))
+    return arr
+  return np.stack([read_image(f, image_size, flag) for f in _image_files(path, flag, IMAGE_EXTENSIONS)])
+
+
+def read_mask(path, image_size, flag='mask'):
+  """A mask PNG as float32 [image_size, image_size, 1]: white (255) = keep the image there, black (0) = generate.
+  Grey (mode L or 1) or RGB with equal channels; any other value or mode is one clear error."""
+  if not str(path).lower().endswith('.png'):
+    raise UsageError('--{}={!r} is not a PNG; expected a black-and-white PNG mask (white = keep)'.format(flag, path))
+  arr, mode = _open_image(path, image_size, flag, None)
+  if mode == '1':
+    arr = arr.astype(np.uint8) * 255
+  elif mode == 'RGB' and np.all(arr == arr[..., :1]):
+    arr = arr[..., 0]
+  elif mode != 'L':
+    raise UsageError('--{}={!r} has mode {}; expected a grey (L or 1) PNG, or RGB with equal channels (white = '
+                     'keep, black = generate)'.format(flag, path, mode))
+  values = np.unique(arr)
+  if not set(values.tolist()) <= {0, 255}:
+    raise UsageError('--{}={!r} has grey levels {}; expected black (0: generate) and white (255: keep) only'.format(
+      flag, path, [v for v in values.tolist() if v not in (0, 255)][:5]))
+  return (arr == 255).astype(np.float32)[..., None]
+
+
+def read_masks(path, num_images, image_size, flag='mask'):
+  """float32 [num_images, H, W, 1] in {0, 1}: one mask PNG for every image, or a directory of PNGs, one per image
+  in sorted order (read_mask)."""
+  files = _image_files(path, flag, ('.png',))
+  if len(files) not in (1, num_images):
+    raise UsageError('--{}={!r} holds {} masks for {} images; expected one mask, or one per image'.format(
+      flag, path, len(files), num_images))
+  masks = np.stack([read_mask(f, image_size, flag) for f in files])
+  return np.repeat(masks, num_images, axis=0) if len(files) == 1 else masks
 
 
 def inputs_sha256(*arrays):
