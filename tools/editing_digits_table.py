@@ -46,8 +46,9 @@ INPAINT_ROWS = [
   ('replace the known part, 105 steps, eta 1', dict(num_inference_steps=105, jump_length=1, jump_n_sample=1, eta=1.)),
   ('RePaint 25 steps, jumps of 5 x 5, eta 1', dict(num_inference_steps=25, jump_length=5, jump_n_sample=5, eta=1.)),
 ]
-INVERSION_STEPS = (10, 50, 200)
+INVERSION_STEPS = (10, 50)
 STRENGTHS = (0.3, 0.5, 0.8)
+IMG2IMG_STEPS = 20  # DDIM steps below the strength's noise level
 PICTURE_DIGITS = 8
 ZOOM = 8
 
@@ -114,7 +115,8 @@ def main(argv=None):
 
   def _img2img(strength):
     return lambda model, image, m, noise: model.img2img_fn(image, tf.zeros([N], tf.int32), strength=strength,
-                                                           sampler='ddim', noise_fn=noise)['samples']
+                                                           sampler='ddim', num_inference_steps=IMG2IMG_STEPS,
+                                                           noise_fn=noise)['samples']
 
   def _invert(steps, clip):
     return lambda model, image, m, noise: model.invert_fn(image, tf.zeros([N], tf.int32), num_inference_steps=steps,
