@@ -9,7 +9,7 @@ the paper's t = 1..T.
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from . import samplers, solvers
+from . import editing, samplers, solvers
 
 
 def check_betas(betas):
@@ -22,11 +22,11 @@ def check_betas(betas):
   return betas
 
 
-class GaussianDiffusionBase(samplers.SamplerMixin, solvers.SolverMixin):
+class GaussianDiffusionBase(samplers.SamplerMixin, solvers.SolverMixin, editing.EditingMixin):
   """Coefficient tables and the math common to both diffusion classes.
 
   Subclasses say how the network's output becomes an epsilon prediction (`_model_eps`), which is all the generic
-  samplers (samplers.py) and solvers (solvers.py) need.
+  samplers (samplers.py), solvers (solvers.py) and editing loops (editing.py) need.
   """
 
   def __init__(self, betas):

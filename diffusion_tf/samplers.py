@@ -224,6 +224,10 @@ class SamplerMixin:
 
   def _respaced(self, timesteps):
     """The same diffusion (same class and options) over the kept timesteps, with `respaced_betas`."""
+    return self._with_betas(respaced_betas(self.alphas_cumprod, timesteps))
+
+  def _with_betas(self, betas):
+    """The same diffusion (same class and options) with another beta schedule."""
     init = inspect.signature(type(self).__init__)
     kwargs = {}
     for name, param in init.parameters.items():
@@ -234,7 +238,7 @@ class SamplerMixin:
       elif param.default is param.empty:
         raise TypeError('cannot respace {}: constructor argument {!r} is not an attribute'.format(
           type(self).__name__, name))
-    return type(self)(betas=respaced_betas(self.alphas_cumprod, timesteps), **kwargs)
+    return type(self)(betas=betas, **kwargs)
 
   def ddpm_sample_loop(self, denoise_fn, *, shape, num_inference_steps=None, skip_type='uniform', clip_denoised=True,
                        noise_fn=tf.random_normal, x_T=None, step_noise=None):
@@ -284,7 +288,8 @@ class SamplerMixin:
 
   def sample_loop(self, denoise_fn, *, shape, sampler='ddpm', num_inference_steps=None, eta=0.,
                   use_clipped_model_output=False, skip_prk_steps=False, clip_denoised=True,
-                  noise_fn=tf.random_normal, skip_type=None, solver_order=None, x_T=None, step_noise=None):
+                  noise_fn=tf.random_normal, skip_type=None, solver_order=None, x_T=None, step_noise=None,
+                  x_start=None, strength=None):
     """Generate samples [shape] with `sampler` (one of SAMPLERS: 'ddpm', 'ddim', 'pndm' and the solvers of
     solvers.py; see docs/samplers.md).
 
@@ -293,7 +298,20 @@ class SamplerMixin:
     eta and use_clipped_model_output apply to ddim only, skip_prk_steps to pndm only, solver_order to dpmsolver++,
     sde-dpmsolver++ and unipc; clip_denoised applies to ddpm / ddim (pndm and the solvers never clip, as in
     diffusers). Raises ValueError on a bad option (`resolve_sampler_options`) before building anything.
+    With x_start (images [shape]) and strength in (0, 1]: SDEdit from x_start (editing.EditingMixin.img2img_loop).
     """
+    if x_start is not None or strength is not None:
+      if x_start is None or strength is None:
+        raise ValueError('x_start and strength go together (SDEdit), got x_start={} and strength={!r}'.format(
+          'None' if x_start is None else 'images', strength))
+      x_start = tf.convert_to_tensor(x_start, dtype=tf.float32)
+      if x_start.shape.as_list() != list(shape):
+        raise ValueError('x_start must have shape {}, got {}'.format(list(shape), x_start.shape.as_list()))
+      return self.img2img_loop(
+        denoise_fn, x_start=x_start, strength=strength, sampler=sampler, num_inference_steps=num_inference_steps,
+        eta=eta, use_clipped_model_output=use_clipped_model_output, skip_prk_steps=skip_prk_steps,
+        clip_denoised=clip_denoised, noise_fn=noise_fn, skip_type=skip_type, solver_order=solver_order, x_T=x_T,
+        step_noise=step_noise)
     skip_type = DEFAULT_SKIP_TYPES.get(sampler, 'uniform') if skip_type is None else skip_type
     S = resolve_sampler_options(self.num_timesteps, sampler=sampler, num_inference_steps=num_inference_steps,
                                 eta=eta, use_clipped_model_output=use_clipped_model_output,

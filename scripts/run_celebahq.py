@@ -3,7 +3,8 @@ T = 1000, linear betas 1e-4..0.02, the simplified eps objective ('noisepred', Ga
 lr 2e-5, no dropout, random flips, EMA 0.9999 (0.5M steps on a TPU v3-8).
 
 Subcommands (python3 scripts/run_celebahq.py SUBCOMMAND --help): train, evaluation, sample (as in run_cifar.py),
-interpolate (between two images, DDPM fig. 8) and denoising_trajectory (chains x_T -> x_0), as PNG grids.
+interpolate (between two images, DDPM fig. 8) and denoising_trajectory (chains x_T -> x_0), as PNG grids, and the
+editing of given images inpaint (RePaint), img2img (SDEdit) and invert (DDIM inversion) (docs/editing.md).
 
 The paper's run, on a Cloud TPU with the bucket gs://$BUCKET_PREFIX-$REGION (tfds celeb_a_hq/256 in
 tensorflow_datasets/ there):
@@ -26,14 +27,15 @@ runner.quiet_tensorflow()
 # The recipe (the paper's hyper-parameters as the commands' defaults) lives in diffusion_tf/cli/celebahq.py, where
 # the tests run them too; its model is diffusion_tf/experiments/celebahq_lsun.py.
 from diffusion_tf.cli.celebahq import (  # noqa: E402,F401 (this script's names)
-  MODEL_CONFIGS, SCRIPT, Model, _load_model, _validate_kwargs, denoising_trajectory, evaluation, interpolate, sample,
-  train)
+  MODEL_CONFIGS, SCRIPT, Model, _load_model, _validate_kwargs, denoising_trajectory, evaluation, img2img, inpaint,
+  interpolate, invert, sample, train)
 
 
 def main(argv=None):
   runner.run_cli(runner.subcommands(
     train=train, evaluation=evaluation, sample=sample, interpolate=interpolate,
-    denoising_trajectory=denoising_trajectory), argv=argv, name='run_celebahq.py')
+    denoising_trajectory=denoising_trajectory, inpaint=inpaint, img2img=img2img, invert=invert), argv=argv,
+    name='run_celebahq.py')
 
 
 if __name__ == '__main__':

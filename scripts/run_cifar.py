@@ -8,6 +8,9 @@ Subcommands (python3 scripts/run_cifar.py SUBCOMMAND --help):
   simple_eval  bits/dim on the train or test set (bpd_train, bpd_eval), or progressive samples, as .npz
   sample       draw samples from a checkpoint (ddpm / ddim / pndm), PNG grid + .npz or PNGs
   reproduce    the paper's table from a checkpoint: samples, IS (10 splits), FID train/test (, bits/dim), table + JSON
+  inpaint      fill the black part of a mask in given images (RePaint), PNGs + .npz + grid
+  img2img      redraw given images from a chosen noise level (SDEdit), PNGs + .npz + grid
+  invert       encode given images into their DDIM latents and decode them back, .npz + PNGs + grid
 
 The paper's run, on a Cloud TPU with the bucket gs://$BUCKET_PREFIX-$REGION (data in tensorflow_datasets/ there):
   python3 scripts/run_cifar.py train --exp_name=cifar --tpu_name=$TPU_NAME --bucket_name_prefix=$BUCKET_PREFIX
@@ -32,13 +35,14 @@ runner.quiet_tensorflow()
 # The recipe (the paper's hyper-parameters as the commands' defaults) lives in diffusion_tf/cli/cifar10.py, where
 # demo.py runs them too; its model is diffusion_tf/experiments/cifar10.py.
 from diffusion_tf.cli.cifar10 import (  # noqa: E402,F401 (this script's names)
-  DATASETS, MODEL_CONFIGS, SCRIPT, Model, _load_model, _validate_kwargs, evaluation, reproduce, sample, simple_eval,
-  train)
+  DATASETS, MODEL_CONFIGS, SCRIPT, Model, _load_model, _validate_kwargs, evaluation, img2img, inpaint, invert,
+  reproduce, sample, simple_eval, train)
 
 
 def main(argv=None):
   runner.run_cli(runner.subcommands(
-    train=train, evaluation=evaluation, simple_eval=simple_eval, sample=sample, reproduce=reproduce), argv=argv,
+    train=train, evaluation=evaluation, simple_eval=simple_eval, sample=sample, reproduce=reproduce, inpaint=inpaint,
+    img2img=img2img, invert=invert), argv=argv,
     name='run_cifar.py')
 
 

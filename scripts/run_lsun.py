@@ -2,7 +2,8 @@
 GaussianDiffusion 'noisepred', batch 64, lr 2e-5, no dropout, random flips) on StyleGAN2-format TFRecords of LSUN
 church / bedroom / cat (scripts/prepare_lsun.py writes them).
 
-Subcommands (python3 scripts/run_lsun.py SUBCOMMAND --help): train, evaluation, sample (as in run_cifar.py).
+Subcommands (python3 scripts/run_lsun.py SUBCOMMAND --help): train, evaluation, sample, and the editing commands
+inpaint, img2img, invert (as in run_cifar.py; docs/editing.md).
 
 The paper's run, on a Cloud TPU with the bucket gs://$BUCKET_PREFIX-$REGION:
   python3 scripts/run_lsun.py train --exp_name=church --tpu_name=$TPU_NAME --bucket_name_prefix=$BUCKET_PREFIX
@@ -27,11 +28,12 @@ runner.quiet_tensorflow()
 # the tests run them too; its model is diffusion_tf/experiments/celebahq_lsun.py.
 from diffusion_tf.cli.lsun import (  # noqa: E402,F401 (this script's names)
   DATASETS, EVAL_LIMIT_DATASET_SIZE, EVAL_TFR_FILE, MODEL_CONFIGS, SCRIPT, TRAIN_TFR_FILE, Model, _load_model,
-  _tfr_stats_name, _validate_kwargs, evaluation, sample, train)
+  _tfr_stats_name, _validate_kwargs, evaluation, img2img, inpaint, invert, sample, train)
 
 
 def main(argv=None):
-  runner.run_cli(runner.subcommands(train=train, evaluation=evaluation, sample=sample), argv=argv, name='run_lsun.py')
+  runner.run_cli(runner.subcommands(train=train, evaluation=evaluation, sample=sample, inpaint=inpaint, img2img=img2img,
+                                    invert=invert), argv=argv, name='run_lsun.py')
 
 
 if __name__ == '__main__':

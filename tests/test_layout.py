@@ -20,7 +20,8 @@ FACES = PACKAGE + '.tpu_utils'
 FACE_MODULES = {'tpu_utils', 'datasets', 'classifier_metrics_numpy', 'simple_eval_worker', 'tpu_summaries'}
 # The math: the diffusion processes, samplers, layers and the U-Net. They import only each other and the leaf modules.
 MATH = {PACKAGE + '.' + m for m in ('diffusion_utils', 'diffusion_utils_2', 'diffusion_core', 'nn', 'utils', 'noise',
-                                    'samplers', 'sampler_schedules', 'solvers', 'solver_schedules', 'models',
+                                    'samplers', 'sampler_schedules', 'solvers', 'solver_schedules', 'editing',
+                                    'editing_schedules', 'models',
                                     'models.unet', 'models.configs')}
 # Leaf modules: they import nothing of the package but each other (errors, pure checks, TF-version shims, the
 # checkpoint format's names, the metadata server's region).

@@ -66,3 +66,6 @@ SCRIPT = commands._Script(name='run_celebahq.py', train_fn=train, load_model=_lo
 sample = commands.make_sample_command(SCRIPT)
 interpolate = editing.make_interpolate_command(SCRIPT)
 denoising_trajectory = editing.make_trajectory_command(SCRIPT)
+inpaint = editing.make_inpaint_command(SCRIPT)
+img2img = editing.make_img2img_command(SCRIPT)
+invert = editing.make_invert_command(SCRIPT)

@@ -8,7 +8,7 @@ from ..data import catalog
 from ..experiments import cifar10
 from ..experiments.cifar10 import DATASETS, MODEL_CONFIGS, Model  # noqa: F401 (run_cifar.py's names)
 from ..runs.paths import Paths
-from . import commands, reproduce as reproduce_command
+from . import commands, editing, reproduce as reproduce_command
 
 _load_model = cifar10.load_model
 _validate_kwargs = cifar10.validate_kwargs
@@ -106,3 +106,6 @@ SCRIPT = commands._Script(name='run_cifar.py', train_fn=train, load_model=_load_
                               model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)
 reproduce = reproduce_command.make_reproduce_command(SCRIPT, sample)
+inpaint = editing.make_inpaint_command(SCRIPT)
+img2img = editing.make_img2img_command(SCRIPT)
+invert = editing.make_invert_command(SCRIPT)

@@ -1,5 +1,7 @@
-"""The paper's image-editing uses of a trained model as commands (DDPM sec. 4.3 and fig. 8, CelebA-HQ): latent
-interpolation between two images, and denoising trajectories (the chain x_T -> x_0), written as PNG grids.
+"""Image editing with a trained model as commands: the paper's (DDPM sec. 4.3 and fig. 8, CelebA-HQ) latent
+interpolation between two images and denoising trajectories (the chain x_T -> x_0), written as PNG grids; and
+inpainting (RePaint), image-to-image (SDEdit) and DDIM inversion of given images (diffusion_tf/editing.py), written
+by generate/edits.EditDump as `sample` writes its dumps.
 
 They run a script Model's `interpolate_fn(dummy_noise, y)` and `samples_fn_denoising_trajectory(dummy_noise, y,
 repeat_noise_steps)` (the original run_celebahq.py names and signatures) on one checkpoint, with the `sample`
@@ -8,19 +10,23 @@ in the order the sampler draws.
 
   make_interpolate_command(script)  -> interpolate(model_dir|checkpoint, image1, image2, t, num_lambdas, ...)
   make_trajectory_command(script)   -> denoising_trajectory(model_dir|checkpoint, num_samples, num_frames, ...)
+  make_inpaint_command(script)      -> inpaint(images, mask, model_dir|checkpoint, ...)
+  make_img2img_command(script)      -> img2img(images, strength, model_dir|checkpoint, sampler, ...)
+  make_invert_command(script)       -> invert(images, model_dir|checkpoint, num_inference_steps, ...)
 """
 
 import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from PIL import Image
 
 from .. import checks, utils
+from ..editing_schedules import sdedit_num_timesteps
 from ..experiments import model_source
 from ..errors import UsageError
 from ..runs import devices, run_dir
 from ..runs.paths import check_writable_dir, refuse_overwrite
+from ..generate.edits import EditDump, read_image, read_images, read_masks
 from ..generate.seeded import SeededNoise, run_seeded
 from . import commands, runner
 
@@ -33,23 +39,6 @@ def lambdas(num_lambdas):
 def trajectory_frames(num_steps, num_frames):
   """Indices of num_frames frames of a chain of num_steps + 1 images (x_T first), evenly spread, both ends kept."""
   return np.unique(np.round(np.linspace(0, num_steps, num_frames)).astype(np.int64))
-
-
-def read_image(path, image_size, flag):
-  """A PNG file as uint8 [image_size, image_size, 3]; one clear error if it is missing or of another size."""
-  if not os.path.isfile(str(path)):
-    raise UsageError('--{}={!r} does not exist; expected a PNG image of {}x{} pixels'.format(
-      flag, path, image_size, image_size))
-  try:
-    with Image.open(str(path)) as img:
-      arr = np.asarray(img.convert('RGB'))
-  except OSError as e:
-    raise UsageError('--{}={!r} is not a readable image ({}); expected a PNG of {}x{} pixels'.format(
-      flag, path, e, image_size, image_size)) from None
-  if arr.shape != (image_size, image_size, 3):
-    raise UsageError('--{}={!r} is {}x{}; expected an image of the model\'s size {}x{}'.format(
-      flag, path, arr.shape[1], arr.shape[0], image_size, image_size))
-  return arr
 
 
 def _default_out_dir(model_dir, ckpt, name):
@@ -187,4 +176,164 @@ def make_trajectory_command(script):
     print('wrote {}'.format(os.path.join(out_dir, 'trajectory.png')))
 
   return runner.extra_flags(denoising_trajectory, checks.default_kwargs(script.train_fn),
+                            commands.TRAIN_KWARGS_ABOUT.format(script.name))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inpaint, img2img, invert: given images edited in seeded batches (generate/edits.EditDump)
+
+_EDIT_ARGS = '''
+    Outputs in --out_dir (default <model_dir>/edits/<checkpoint>_<command>..._<images>): images/000000.png ... (one
+    result per input), results.npz (arr_0 uint8 results, inputs{extras}), grid.png (one row per image, the first
+    64: {grid}) and info.json. Batches are written as they finish; an interrupted run continues where it stopped;
+    nothing is overwritten and one run at a time writes into an --out_dir.
+
+    Args:
+      images: the images to edit, of the model's size: a PNG or JPEG file, a directory of them (sorted by name), or
+        an .npz with arr_0 uint8 [N, H, W, 3] (e.g. a `sample` dump's samples.npz).
+      model_dir: a training run's directory; or give --checkpoint (a prefix or directory), as for `sample`.
+      batch_size: images per batch (the last one is padded); the noise of batch b depends only on seed and b.
+      ema: use the EMA weights (--noema: the raw weights).
+'''
+
+
+def _edit_out_dir(out_dir, model_dir, ckpt, command, tags, images):
+  name = os.path.basename(os.path.normpath(str(images)))
+  return out_dir or os.path.join(model_dir or os.path.dirname(ckpt), 'edits', '{}_{}{}_{}'.format(
+    os.path.basename(ckpt), command, tags, name))
+
+
+def _run_edit(script, command, *, images, masks, model_dir, checkpoint, out_dir, tags, options, edit_fn,
+              batch_size, seed, ema, num_gpus, overrides, check_model=None):
+  """Check the flags shared by the editing commands, read the inputs and run the EditDump."""
+  checks.check_int('batch_size', batch_size)
+  checks.check_int('seed', seed, minimum=0)
+  ema = checks.check_bool('ema', ema)
+  source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command=command)
+  if check_model is not None:
+    check_model(int(source.kwargs['num_diffusion_timesteps']))
+  size = source.ds_info.image_size
+  pixels = read_images(images, size)
+  mask_array = None if masks is None else read_masks(masks, len(pixels), size)
+  out_dir = _edit_out_dir(out_dir, model_dir, source.checkpoint, command, tags, images)
+  EditDump(source, script.load_model, out_dir, command=command, images=pixels, masks=mask_array, edit_fn=edit_fn,
+           options=dict(options, images=os.path.abspath(str(images)),
+                        mask=None if masks is None else os.path.abspath(str(masks))),
+           batch_size=batch_size, seed=seed, ema=ema, dist=devices.choose_distribution(num_gpus=num_gpus),
+           overrides=overrides).run()
+
+
+def _check_steps_within(T, num_inference_steps):
+  if num_inference_steps > T:
+    raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}; expected at most '
+                     '{}'.format(num_inference_steps, T, T))
+
+
+def make_inpaint_command(script):
+  """The `inpaint` subcommand (RePaint) of a script."""
+
+  def inpaint(images, mask, model_dir=None, checkpoint=None, out_dir=None, num_inference_steps=250, jump_length=10,
+              jump_n_sample=10, eta=0., batch_size=16, seed=0, ema=True, num_gpus=None, **overrides):
+    """Inpaint images where a mask is black with RePaint (Lugmayr et al. 2022; diffusers' RePaintPipeline):
+    num_inference_steps denoising steps over every T/S-th timestep, going back up --jump_length steps
+    --jump_n_sample - 1 times at every jump_length-th step (so jump_n_sample=1: no resampling, the known part
+    replaced at every step), DDIM steps with noise --eta (0..1) in the unknown part.
+
+      python3 scripts/run_celebahq.py inpaint --model_dir=... --images=faces/ --mask=half.png
+
+    mask: a PNG of the images' size, WHITE = KEEP the image there, BLACK = GENERATE (RePaint's convention); grey
+      (L or 1) or RGB with equal channels, no other levels. One PNG for all images, or a directory of PNGs, one per
+      image in sorted order.
+    num_inference_steps: 1..T denoising steps (network calls: more with jumps; RePaint's default 250).
+    seed: draw 1 is x_T, then one draw per step and T/S per move back up (diffusers' order).
+    """
+    for flag, value in [('num_inference_steps', num_inference_steps), ('jump_length', jump_length),
+                        ('jump_n_sample', jump_n_sample)]:
+      checks.check_int(flag, value)
+    checks.check_number('eta', eta, low=0., high=1.)
+    options = dict(num_inference_steps=num_inference_steps, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                   eta=float(eta))
+    _run_edit(script, 'inpaint', images=images, masks=mask, model_dir=model_dir, checkpoint=checkpoint,
+              out_dir=out_dir, tags='_s{}_j{}_n{}_eta{:g}_seed{}'.format(num_inference_steps, jump_length,
+                                                                         jump_n_sample, eta, seed),
+              options=options, batch_size=batch_size, seed=seed, ema=ema, num_gpus=num_gpus, overrides=overrides,
+              edit_fn=lambda model, y, noise_fn, image, masks: model.inpaint_fn(image, masks, y, noise_fn=noise_fn,
+                                                                               **options),
+              check_model=lambda T: _check_steps_within(T, num_inference_steps))
+
+  inpaint.__doc__ += _EDIT_ARGS.format(extras=', masks uint8 [N, H, W, 1] (1 = kept)', grid='input | mask | result')
+  return runner.extra_flags(inpaint, checks.default_kwargs(script.train_fn),
+                            commands.TRAIN_KWARGS_ABOUT.format(script.name))
+
+
+def make_img2img_command(script):
+  """The `img2img` subcommand (SDEdit) of a script."""
+
+  def img2img(images, strength=0.5, model_dir=None, checkpoint=None, out_dir=None, sampler='ddpm',
+              num_inference_steps=None, eta=0., skip_type='uniform', batch_size=16, seed=0, ema=True, num_gpus=None,
+              **overrides):
+    """Redraw images with SDEdit (Meng et al. 2022): diffuse each to t = round(strength * T) with q(x_t | x_0),
+    then denoise with --sampler over the timesteps below (strength 1: ordinary sampling, the image unused; small
+    strengths stay close to the image).
+
+      python3 scripts/run_cifar.py img2img --model_dir=... --images=sketches/ --strength=0.5 --sampler=ddim
+
+    strength: in (0, 1], the fraction of the diffusion to go back.
+    sampler, num_inference_steps, eta, skip_type: as for `sample` (and the few-step solvers of
+      docs/samplers.md); num_inference_steps counts the steps actually run, 1..round(strength * T) (default: the
+      sampler's, at most that).
+    seed: draw 1 noises the image, then the sampler's draws.
+    """
+    checks.check_number('strength', strength, low=0., high=1., low_inclusive=False)
+    options = commands._check_sampler_flags(
+      sampler=sampler, num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=False,
+      skip_prk_steps=False, skip_type=skip_type, progressive=False)
+
+    def _check_model(T):
+      kept = sdedit_num_timesteps(T, strength)
+      if num_inference_steps is not None and num_inference_steps > kept:
+        raise UsageError('num_inference_steps={} is more than the {} timesteps that strength={!r} goes back '
+                         '(round(strength * T), T={}); expected at most {}'.format(num_inference_steps, kept,
+                                                                                    strength, T, kept))
+      commands._resolve_steps(kept, options)
+
+    _run_edit(script, 'img2img', images=images, masks=None, model_dir=model_dir, checkpoint=checkpoint,
+              out_dir=out_dir, tags='_strength{:g}_{}{}_seed{}'.format(strength, sampler, num_inference_steps or '',
+                                                                       seed),
+              options=dict(options, strength=float(strength)), batch_size=batch_size, seed=seed, ema=ema,
+              num_gpus=num_gpus, overrides=overrides, check_model=_check_model,
+              edit_fn=lambda model, y, noise_fn, image: model.img2img_fn(image, y, strength=strength,
+                                                                        noise_fn=noise_fn, **options))
+
+  img2img.__doc__ += _EDIT_ARGS.format(extras='', grid='input | result')
+  return runner.extra_flags(img2img, checks.default_kwargs(script.train_fn),
+                            commands.TRAIN_KWARGS_ABOUT.format(script.name))
+
+
+def make_invert_command(script):
+  """The `invert` subcommand (DDIM inversion) of a script."""
+
+  def invert(images, model_dir=None, checkpoint=None, out_dir=None, num_inference_steps=50, clip_denoised=True,
+             batch_size=16, ema=True, num_gpus=None, **overrides):
+    """Encode images into their DDIM latents x_T (DDIM inversion, diffusers' DDIMInverseScheduler) and decode them
+    back with DDIM (eta 0, the same steps): the latents, the reconstructions, and in info.json how far these are
+    from the images (reconstruction_max_abs_error and _mean_abs_error, in pixel levels 0..255). Deterministic.
+
+      python3 scripts/run_cifar.py invert --model_dir=... --images=cat.png --num_inference_steps=50
+
+    num_inference_steps: 1..T (the network calls of each way).
+    clip_denoised: clip the x_0 predictions to [-1, 1] both ways (diffusers' clip_sample default).
+    """
+    checks.check_int('num_inference_steps', num_inference_steps)
+    clip = checks.check_bool('clip_denoised', clip_denoised)
+    options = dict(num_inference_steps=num_inference_steps, clip_denoised=clip)
+    _run_edit(script, 'invert', images=images, masks=None, model_dir=model_dir, checkpoint=checkpoint,
+              out_dir=out_dir, tags='_s{}{}'.format(num_inference_steps, '' if clip else '_noclip'), options=options,
+              batch_size=batch_size, seed=0, ema=ema, num_gpus=num_gpus, overrides=overrides,
+              check_model=lambda T: _check_steps_within(T, num_inference_steps),
+              edit_fn=lambda model, y, noise_fn, image: model.invert_fn(image, y, **options))
+
+  invert.__doc__ += _EDIT_ARGS.format(extras=', latents float32 [N, H, W, 3]',
+                                      grid='input | latent (over +-3) | reconstruction')
+  return runner.extra_flags(invert, checks.default_kwargs(script.train_fn),
                             commands.TRAIN_KWARGS_ABOUT.format(script.name))

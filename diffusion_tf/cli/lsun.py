@@ -12,7 +12,7 @@ from ..experiments import celebahq_lsun
 from ..runs import run_dir
 from ..runs.paths import Paths
 from ..evaluation import watcher
-from . import commands
+from . import commands, editing
 
 Model = celebahq_lsun.Model  # the CelebA-HQ model (run_celebahq.py), on LSUN
 MODEL_CONFIGS = celebahq_lsun.MODEL_CONFIGS
@@ -108,3 +108,6 @@ SCRIPT = commands._Script(name='run_lsun.py', train_fn=train, load_model=_load_m
                               validate_kwargs=_validate_kwargs,
                               model_configs=MODEL_CONFIGS)
 sample = commands.make_sample_command(SCRIPT)
+inpaint = editing.make_inpaint_command(SCRIPT)
+img2img = editing.make_img2img_command(SCRIPT)
+invert = editing.make_invert_command(SCRIPT)

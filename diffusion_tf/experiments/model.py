@@ -128,6 +128,26 @@ class Model:
       num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=use_clipped_model_output,
       skip_prk_steps=skip_prk_steps, noise_fn=noise_fn, skip_type=skip_type, solver_order=solver_order)}
 
+  def inpaint_fn(self, image, mask, y, *, noise_fn=tf.random_normal, **options):
+    """{'samples': ...}: RePaint inpainting of `image` where `mask` is 0 (diffusion.inpaint_loop and its options)."""
+    return {'samples': self.diffusion.inpaint_loop(functools.partial(self._denoise, y=y, dropout=0), image=image,
+                                                   mask=mask, noise_fn=noise_fn, **options)}
+
+  def img2img_fn(self, image, y, *, strength, noise_fn=tf.random_normal, **sampler_options):
+    """{'samples': ...}: SDEdit from `image` at `strength` with a sampler of samplers.py (sample_loop's options)."""
+    return {'samples': self.diffusion.sample_loop(
+      functools.partial(self._denoise, y=y, dropout=0), shape=image.shape.as_list(), x_start=image,
+      strength=strength, noise_fn=noise_fn, **sampler_options)}
+
+  def invert_fn(self, image, y, *, num_inference_steps, clip_denoised=True):
+    """{'latents': the DDIM inversion of `image`, 'samples': those latents decoded by DDIM (eta 0, the same steps)}."""
+    denoise_fn = functools.partial(self._denoise, y=y, dropout=0)
+    latents = self.diffusion.ddim_inversion_loop(denoise_fn, x_0=image, num_inference_steps=num_inference_steps,
+                                                 clip_denoised=clip_denoised)
+    return {'latents': latents, 'samples': self.diffusion.ddim_sample_loop(
+      denoise_fn, shape=image.shape.as_list(), num_inference_steps=num_inference_steps, x_T=latents,
+      clip_denoised=clip_denoised)}
+
 
 def make_ema(global_step, ema_decay, trainable_variables):
   """utils.make_ema: (ema, update op) with shadows `<variable>/ExponentialMovingAverage`."""

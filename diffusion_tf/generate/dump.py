@@ -132,12 +132,17 @@ class SampleDump:
       return lambda dummy, y, noise_fn: model.samples_fn(dummy, y, noise_fn=noise_fn)  # the original sampler
     return lambda dummy, y, noise_fn: model.sampler_samples_fn(dummy, y, noise_fn=noise_fn, **options)
 
-  def _draw_batches(self):
+  def _batches_to_draw(self):
+    """The batches not yet in .shards (after checking that those there come from the same settings)."""
     self._check_partial_dump()
     todo = [b for b in self.batches if not tf.io.gfile.exists(self._batch_path(b))]
     if len(todo) < len(self.batches):
       self._print('resuming: {} of {} batches already done in {}'.format(
         len(self.batches) - len(todo), len(self.batches), self._shard_dir))
+    return todo
+
+  def _draw_batches(self):
+    todo = self._batches_to_draw()
     if not todo:
       return
     with tf.Graph().as_default():

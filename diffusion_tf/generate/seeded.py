@@ -30,27 +30,29 @@ class SeededNoise:
     return {self._seed: seed, self._batch: batch}
 
 
-def build_seeded_samples(dist, batch_size, image_shape, sample_fn):
-  """Replicate `sample_fn(dummy_noise, y, noise_fn) -> dict` over `dist` for `batch_size` images of `image_shape`,
-  each replica with its own SeededNoise (on a TPU plain tf.random_normal: the counter variable stays off the TPU
-  program). Returns (outputs, noises); run a batch with `run_seeded`."""
+def build_seeded_samples(dist, batch_size, image_shape, sample_fn, inputs=()):
+  """Replicate `sample_fn(dummy_noise, y, noise_fn, *inputs) -> dict` over `dist` for `batch_size` images of
+  `image_shape`, each replica with its own SeededNoise (on a TPU plain tf.random_normal: the counter variable stays
+  off the TPU program) and its share of the batch of every tensor in `inputs` (e.g. the images to edit). Returns
+  (outputs, noises); run a batch with `run_seeded`."""
   noises = []
 
-  def _fn(dummy_noise):
+  def _fn(dummy_noise, *replica_inputs):
     if dist.kind == 'tpu':
       noise_fn = tf.random_normal
     else:
       noise_fn = SeededNoise(replica=len(noises))
       noises.append(noise_fn)
-    return sample_fn(dummy_noise, tf.zeros([dummy_noise.shape[0]], dtype=tf.int32), noise_fn)
+    return sample_fn(dummy_noise, tf.zeros([dummy_noise.shape[0]], dtype=tf.int32), noise_fn, *replica_inputs)
 
   dummy = tf.zeros([batch_size] + list(image_shape), tf.float32)
-  return dist.replicate(_fn, [dummy]), noises
+  return dist.replicate(_fn, [dummy, *inputs]), noises
 
 
-def run_seeded(sess, outputs, noises, seed, batch):
-  """sess.run(outputs) for batch number `batch` of a seeded sampling run (the noise counters restart at 0)."""
-  feed = {}
+def run_seeded(sess, outputs, noises, seed, batch, feed=None):
+  """sess.run(outputs) for batch number `batch` of a seeded sampling run (the noise counters restart at 0), feeding
+  also `feed` (the batch's inputs)."""
+  feed = dict(feed or {})
   for noise in noises:
     feed.update(noise.feed(seed, batch))
   if noises:
