@@ -83,7 +83,7 @@ def worker(batch, lever, steps, model_name=MODEL_NAME, resolution=256):
       build_s = time.perf_counter() - t0
       rss_init = _rss_mb()
       t1 = time.perf_counter()
-      sess.run([spec.loss, spec.train_op])  # the same fetches as the timed steps: one executor, built here
+      loss, _ = sess.run([spec.loss, spec.train_op])  # the timed steps' fetches: one executor, built here
       first_s = time.perf_counter() - t1
       times = []
       for _ in range(steps):

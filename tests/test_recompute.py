@@ -10,6 +10,8 @@ from diffusion_tf import nn
 from diffusion_tf.models import unet
 
 # a tiny U-Net of two levels (32 channels: group norm needs 32 groups), attention at 8x8
+# the largest difference of a gradient, relative to its largest entry, that float32 rounding explains
+REL_TOL = 1e-5
 TINY = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), num_classes=1, out_ch=3)
 
 
@@ -47,9 +49,13 @@ def test_recompute_gives_the_same_variables_and_gradients():
   assert names_rc == names
   assert loss_rc == pytest.approx(loss, rel=1e-6)
   assert len(grads_rc) == len(grads)
+  # float32: the two graphs may sum in other orders (oneDNN on TF 2.15). Measured against the largest gradient entry
+  # of the network, since some gradients are rounding noise around 0 (a bias just before a group norm of one channel
+  # per group, which removes it)
+  scale = max(np.abs(g).max() for g in grads)
   for name, g, g_rc in zip(names + ['x'], grads, grads_rc):
-    assert np.abs(g).max() > 0, name
-    np.testing.assert_allclose(g_rc, g, rtol=1e-4, atol=1e-6 * np.abs(g).max(), err_msg=name)
+    assert np.abs(g_rc - g).max() <= REL_TOL * scale, name
+  assert np.abs(grads[-1]).max() > 1e-3 * scale  # the input's gradient is not one of those
 
 
 def _block_grads(recompute, seed):
@@ -80,7 +86,7 @@ def test_recompute_uses_the_forward_dropout_mask():
   recomputed = _block_grads(True, [5, 7])
   other_mask = _block_grads(False, [5, 8])
   for g, g_rc in zip(plain, recomputed):
-    np.testing.assert_allclose(g_rc, g, rtol=1e-4, atol=1e-6 * np.abs(g).max())
+    assert np.abs(g_rc - g).max() <= REL_TOL * np.abs(g).max()
   # the comparison can fail: another mask gives other gradients
   assert not np.allclose(other_mask[-2], plain[-2], rtol=1e-2)
 

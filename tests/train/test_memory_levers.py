@@ -1,4 +1,5 @@
-"""`train --grad_accum_steps --recompute`, the memory levers: the same update in less memory.
+"""`train --grad_accum_steps --recompute`, the memory levers: the same update in less memory (tools/make_flag_table.py
+names these tests for the two flags).
 
 - grad_accum_steps=K: the update of a batch computed in K microbatches equals the update of the whole batch, to
   float32 rounding, on one CPU replica (the training step of train/loop.py run in a session) and on two (an
