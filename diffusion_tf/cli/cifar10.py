@@ -41,7 +41,8 @@ def train(
   another and sums their gradients; --total_bs stays the batch of one update (the paper's 128), so the same flags
   give the same training in less memory (each device holds total_bs / (devices x K) examples at a time; diffusers'
   --train_batch_size is that microbatch instead). --recompute keeps only the inputs of each residual block for the
-  backward pass and computes the block again there (gradient checkpointing: less memory, about a third more time).
+  backward pass and computes the block again there (gradient checkpointing: less memory, for a second forward pass
+  of the residual blocks, about a third more compute per step).
   Neither changes the checkpoints, so a run can resume with or without them.
   model_name: unet2d16b2 (the paper's), demo or tiny (small configs), or a model of another size (models/configs.py);
   dataset: cifar10, digits (offline) or folder: every png/jpg/webp image under --data_dir, centre-cropped and resized
