@@ -101,6 +101,20 @@ def check_run_settings(settings):
   if settings['save_checkpoints_steps'] is not None and settings['save_checkpoints_secs'] is not None:
     raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')
   check_int('seed', settings['seed'], minimum=0, allow_none=True)
+  check_microbatches(settings['total_bs'], settings.get('grad_accum_steps', 1))
+
+
+def check_microbatches(total_bs, grad_accum_steps, num_replicas=1):
+  """--grad_accum_steps=K: a positive integer that splits each replica's share of the batch (total_bs / replicas,
+  which the devices check divides evenly) into K equal microbatches."""
+  check_int('grad_accum_steps', grad_accum_steps)
+  local_bs = total_bs // num_replicas
+  if local_bs % grad_accum_steps:
+    raise UsageError('grad_accum_steps={} does not divide the batch of {} examples per replica (total_bs={}{}); '
+                     'expected a divisor of {}'.format(
+                       grad_accum_steps, local_bs, total_bs,
+                       '' if num_replicas == 1 else ' over {} replicas'.format(num_replicas), local_bs))
+  return grad_accum_steps
 
 
 def check_train_flags(kwargs):
@@ -108,6 +122,8 @@ def check_train_flags(kwargs):
   check_str('exp_name', kwargs['exp_name'])
   if kwargs.get('date_str') is not None:  # fire turns --date_str=20210203 into an int; the run's path needs text
     kwargs['date_str'] = check_str('date_str', kwargs['date_str'])
+  if 'recompute' in kwargs:
+    kwargs['recompute'] = check_bool('recompute', kwargs['recompute'])
   check_run_settings(kwargs)
 
 

@@ -118,3 +118,51 @@ def get_timestep_embedding(timesteps, embedding_dim: int):
     emb = tf.pad(emb, [[0, 0], [0, 1]])
   assert emb.shape.as_list() == [timesteps.shape[0], embedding_dim]
   return emb
+
+
+def recompute_grad(fn, inputs, *, name):
+  """fn(*inputs) in variable scope `name`, with its intermediate activations recomputed in the backward pass
+  instead of kept from the forward one (gradient checkpointing, Chen et al. 2016): memory of one block's
+  activations at a time, for a second forward pass of the block.
+
+  inputs: float tensors (the gradient flows to them and to the variables fn gets with tf.get_variable); fn returns
+  one tensor. The forward pass is built as usual (it creates the variables, under their usual names); its output
+  passes to the rest of the network through a function whose gradient rebuilds fn from the same inputs and the
+  same variable values (read through a custom getter, so no variable is created or looked up again in the
+  optimizer's scope, where tf.recompute_grad of TF 1.15 would) and differentiates that copy. Any randomness of fn
+  must come from stateless ops seeded by a tensor made outside fn (the same value in both passes): a stateful
+  random op would draw again. The recomputation waits for the incoming gradient, so that it runs in the backward
+  pass and not beside the forward one.
+  """
+  read = {}  # full variable name -> what tf.get_variable returned in the forward pass
+
+  def recording_getter(getter, name, *args, **kwargs):
+    read[name] = getter(name, *args, **kwargs)
+    return read[name]
+
+  scope_name = name
+  with tf.variable_scope(scope_name, custom_getter=recording_getter) as scope:
+    out = fn(*inputs)
+  names = sorted(read)
+  values = [tf.convert_to_tensor(read[n]) for n in names]
+  num_inputs = len(inputs)
+
+  @tf.custom_gradient
+  def checkpointed(out, *args):
+    def grad(dy):
+      with tf.control_dependencies([dy]):
+        args_again = [tf.identity(a) for a in args]
+      by_name = dict(zip(names, args_again[num_inputs:]))
+
+      def replay_getter(getter, name, *args, **kwargs):
+        del getter, args, kwargs
+        return by_name[name]
+
+      with tf.variable_scope(scope, custom_getter=replay_getter, auxiliary_name_scope=False), \
+          tf.name_scope('recompute'):
+        out_again = fn(*args_again[:num_inputs])
+      grads = tf.gradients(out_again, args_again, grad_ys=dy)
+      return [None] + grads
+    return tf.identity(out), grad
+
+  return checkpointed(tf.stop_gradient(out), *inputs, *values)

@@ -78,6 +78,14 @@ def get_warmed_up_lr(max_lr, warmup, global_step):
 def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimizer: str, lr, grad_clip: float,
                    rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8):
   """Adam or RMSProp with gradients clipped to global norm `grad_clip`. Returns (train_op, gradient global norm)."""
+  opt = build_optimizer(tpu=tpu, optimizer=optimizer, lr=lr, rmsprop_decay=rmsprop_decay,
+                        rmsprop_momentum=rmsprop_momentum, epsilon=epsilon)
+  grads_and_vars = opt.compute_gradients(loss, var_list=trainable_variables)
+  return apply_clipped_gradients(opt, grads_and_vars, grad_clip=grad_clip, global_step=global_step)
+
+
+def build_optimizer(*, tpu: bool, optimizer: str, lr, rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8):
+  """make_optimizer's tf.train optimizer (a CrossShardOptimizer around it on a TPU)."""
   if optimizer == 'adam':
     opt = tf.train.AdamOptimizer(learning_rate=lr, epsilon=epsilon)
   elif optimizer == 'rmsprop':
@@ -87,7 +95,12 @@ def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimiz
     raise NotImplementedError(optimizer)
   if tpu:
     opt = tf.tpu.CrossShardOptimizer(opt)
-  grads_and_vars = opt.compute_gradients(loss, var_list=trainable_variables)
+  return opt
+
+
+def apply_clipped_gradients(opt, grads_and_vars, *, grad_clip: float, global_step):
+  """make_optimizer's update: the gradients clipped to global norm grad_clip, applied by opt (incrementing
+  global_step). Returns (train_op, the global norm before clipping)."""
   clipped_grads, gnorm = tf.clip_by_global_norm([g for (g, _) in grads_and_vars], grad_clip)
   grads_and_vars = [(g, v) for g, (_, v) in zip(clipped_grads, grads_and_vars)]
   train_op = opt.apply_gradients(grads_and_vars, global_step=global_step)

@@ -48,6 +48,15 @@ MANUAL = {
                '(the records are the LMDB\'s decodable images in key order)'),
   'part_size': ('cli/test_folder_commands.py::test_prepare_lsun_lmdb_max_images_and_an_interrupted_run_resumes_where_'
                 'it_stopped (parts of 3 images: the rerun writes parts 2 and 3)'),
+  # the memory levers (their module sets many training flags, so it is not a test_flags_* one either):
+  'grad_accum_steps': ('train/test_memory_levers.py::test_grad_accum_steps_on_one_replica_is_the_whole_batch_update, '
+                       'train/test_memory_levers.py::test_grad_accum_steps_on_two_cpu_replicas_is_the_whole_batch_'
+                       'update (the loss is built for K microbatches; the update is the whole batch\'s), '
+                       'train/test_memory_levers.py::test_memory_levers_reach_the_graph_and_their_checkpoints_restore_'
+                       'both_ways (run_cifar train: K microbatches in the graph)'),
+  'recompute': ('test_recompute.py::test_recompute_gives_the_same_variables_and_gradients, '
+                'train/test_memory_levers.py::test_memory_levers_reach_the_graph_and_their_checkpoints_restore_both_'
+                'ways (run_cifar train: the recomputed blocks are in the graph exactly with the flag)'),
   'warm_start_model_dir': ('train/test_training.py::test_lsun_warm_start_initialises_every_variable (weights, Adam '
                            'slots, EMA and step continue from the source run)'),
 }

@@ -25,7 +25,9 @@ def train(
     keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
     resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
-    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):
+    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
+    # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
+    grad_accum_steps=1, recompute=False):
   """Train a diffusion model; the defaults are the paper's CelebA-HQ 256 run.
 
   The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
@@ -33,7 +35,7 @@ def train(
   directory is resumed from its latest checkpoint. --block_size=b applies space_to_depth(b) before the U-Net and
   depth_to_space after it. --dataset=folder --data_dir=PATH --resolution=R [--eval_fraction]: a folder of one's own
   images, with the model of that size unless --model_name is given, as in run_cifar.py train. See run_cifar.py train
-  for the run-control flags.
+  for the run-control flags and the memory levers --grad_accum_steps and --recompute.
   """
   kwargs = dict(locals())
   celebahq_lsun.validate_train_kwargs(kwargs)

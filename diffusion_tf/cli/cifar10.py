@@ -25,7 +25,9 @@ def train(
     region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
     save_checkpoints_secs=None, iterations_per_loop=2000, ema_decay=0.9999, resolution=None, num_gpus=None,
     num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
-    worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):
+    worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
+    # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
+    grad_accum_steps=1, recompute=False):
   """Train a diffusion model; the defaults are the paper's CIFAR-10 run.
 
   The run's directory is {log_dir}/{date_str}/{exp_name}_{dataset}_{model_name}_... (or --model_dir); with
@@ -35,6 +37,13 @@ def train(
   same command (docs/distributed.md; --worker_timeout_secs bounds the wait for a lost worker). Checkpoints every
   --save_checkpoints_steps steps or --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max;
   --max_steps bounds the run.
+  Memory levers (docs/gpu_tpu.md): --grad_accum_steps=K computes each update's batch in K microbatches one after
+  another and sums their gradients; --total_bs stays the batch of one update (the paper's 128), so the same flags
+  give the same training in less memory (each device holds total_bs / (devices x K) examples at a time; diffusers'
+  --train_batch_size is that microbatch instead). --recompute keeps only the inputs of each residual block for the
+  backward pass and computes the block again there (gradient checkpointing: less memory, for a second forward pass
+  of the residual blocks, about a third more compute per step).
+  Neither changes the checkpoints, so a run can resume with or without them.
   model_name: unet2d16b2 (the paper's), demo or tiny (small configs), or a model of another size (models/configs.py);
   dataset: cifar10, digits (offline) or folder: every png/jpg/webp image under --data_dir, centre-cropped and resized
   to --resolution, which picks the U-Net unless --model_name is given (32: unet2d16b2, 64: unet2d16b2c1234, 128:

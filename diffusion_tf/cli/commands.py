@@ -43,7 +43,7 @@ RUN_CONTROL_FLAGS = collections.OrderedDict([
   ('save_checkpoints_steps', None), ('save_checkpoints_secs', None), ('iterations_per_loop', 1000),
   ('ema_decay', 0.9999), ('resolution', None), ('num_gpus', None), ('num_cpu_replicas', None),
   ('log_every_steps', 100), ('save_summary_steps', 100), ('seed', None), ('max_train_secs', None),
-  ('worker_timeout_secs', DEFAULT_WORKER_TIMEOUT_SECS)])
+  ('worker_timeout_secs', DEFAULT_WORKER_TIMEOUT_SECS), ('grad_accum_steps', 1), ('recompute', False)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,6 +226,7 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     seed=kwargs['seed'],
     max_train_secs=kwargs['max_train_secs'],
     worker_timeout_secs=kwargs['worker_timeout_secs'],
+    grad_accum_steps=kwargs['grad_accum_steps'],
     warm_start_from=warm_start_from)
 
 

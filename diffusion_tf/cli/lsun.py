@@ -46,7 +46,9 @@ def train(
     keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
     resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
-    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):
+    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
+    # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
+    grad_accum_steps=1, recompute=False):
   """Train on the LSUN TFRecords --tfr_file (a path or glob; with --bucket_name_prefix, inside the bucket).
 
   --warm_start_model_dir initialises every variable from that run's latest checkpoint, as the original

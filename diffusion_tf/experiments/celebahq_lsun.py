@@ -23,15 +23,17 @@ DATASETS = ('celebahq256', 'cifar10', 'digits', 'folder')
 
 class Model(model.Model):
   def __init__(self, *, model_name, betas, loss_type: str, num_classes: int, dropout: float, randflip,
-               block_size: int, unet_config=None):
+               block_size: int, unet_config=None, recompute=False):
     """unet_config: the U-Net's architecture (models/configs.py keys) when it is not one of MODEL_CONFIGS, e.g. a
-    converted checkpoint's; then model_name is only its label."""
+    converted checkpoint's; then model_name is only its label. recompute: gradient checkpointing of the U-Net's
+    residual blocks (--recompute)."""
     self.model_name = model_name
     self.unet_config = unet_config
     self.diffusion = GaussianDiffusion(betas=betas, loss_type=loss_type)
     self.num_classes = num_classes
     self.dropout = dropout
     self.randflip = randflip
+    self.recompute = recompute
     self.block_size = block_size
 
   def _denoise(self, x, t, y, dropout):
@@ -46,7 +48,7 @@ class Model(model.Model):
     y = None
     config = model.unet_config_of(self.model_name, self.unet_config, MODEL_CONFIGS)
     out = unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
-                     **config)
+                     recompute=self.recompute, **config)
     if self.block_size != 1:
       out = tf.nn.depth_to_space(out, self.block_size)
     assert out.shape.as_list() == [B, H, W, orig_out_ch]
@@ -88,6 +90,7 @@ def load_model(kwargs, ds):
     dropout=kwargs['dropout'],
     randflip=kwargs['randflip'],
     unet_config=kwargs.get('unet_config'),
+    recompute=kwargs.get('recompute', False),
     block_size=kwargs['block_size'])
 
 

@@ -24,9 +24,10 @@ DATASETS = ('cifar10', 'digits', 'folder')
 
 class Model(model.Model):
   def __init__(self, *, model_name, betas, model_mean_type: str, model_var_type: str, loss_type: str,
-               num_classes: int, dropout: float, randflip, unet_config=None):
+               num_classes: int, dropout: float, randflip, unet_config=None, recompute=False):
     """unet_config: the U-Net's architecture (models/configs.py keys) when it is not one of MODEL_CONFIGS, e.g. a
-    converted checkpoint's; then model_name is only its label."""
+    converted checkpoint's; then model_name is only its label. recompute: gradient checkpointing of the U-Net's
+    residual blocks (--recompute)."""
     self.model_name = model_name
     self.unet_config = unet_config
     self.diffusion = GaussianDiffusion2(
@@ -34,6 +35,7 @@ class Model(model.Model):
     self.num_classes = num_classes
     self.dropout = dropout
     self.randflip = randflip
+    self.recompute = recompute
 
   def _denoise(self, x, t, y, dropout):
     B, H, W, C = x.shape.as_list()
@@ -44,7 +46,7 @@ class Model(model.Model):
     y = None
     config = model.unet_config_of(self.model_name, self.unet_config, MODEL_CONFIGS)
     return unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
-                      **config)
+                      recompute=self.recompute, **config)
 
   def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
     # model.Model.samples_fn under the original run_cifar.py's parameter names
@@ -77,7 +79,8 @@ def load_model(kwargs, ds):
     num_classes=ds.num_classes,
     dropout=kwargs['dropout'],
     randflip=kwargs['randflip'],
-    unet_config=kwargs.get('unet_config'))
+    unet_config=kwargs.get('unet_config'),
+    recompute=kwargs.get('recompute', False))
 
 
 def validate_kwargs(kwargs):

@@ -4,6 +4,8 @@ sinusoidal timestep embeddings added in every residual block, and self-attention
 Variable names and shapes are exactly those of the original release (see tests/fixtures/unet_*_variables.txt).
 """
 
+import functools
+
 import tensorflow.compat.v1 as tf
 
 from .. import nn
@@ -76,29 +78,55 @@ def downsample(x, *, name, with_conv):
     return x
 
 
-def resnet_block(x, *, temb, name, out_ch=None, conv_shortcut=False, dropout):
-  """h = conv2(dropout(swish(norm2(conv1(swish(norm1(x))) + dense(swish(temb)))))); return shortcut(x) + h."""
+def resnet_block(x, *, temb, name, out_ch=None, conv_shortcut=False, dropout, recompute=False):
+  """h = conv2(dropout(swish(norm2(conv1(swish(norm1(x))) + dense(swish(temb)))))); return shortcut(x) + h.
+
+  recompute: keep only x and temb for the backward pass and compute the block again there (nn.recompute_grad); its
+  dropout mask is then drawn by a stateless op from a seed drawn once per step, so that both passes use the same.
+  """
   B, H, W, C = x.shape.as_list()
   if out_ch is None:
     out_ch = C
-  with tf.variable_scope(name):
-    h = x
-    h = nonlinearity(normalize(h, temb=temb, name='norm1'))
-    h = nn.conv2d(h, name='conv1', num_units=out_ch)
-    # add in the timestep embedding
-    h += nn.dense(nonlinearity(temb), name='temb_proj', num_units=out_ch)[:, None, None, :]
-    h = nonlinearity(normalize(h, temb=temb, name='norm2'))
-    if dropout > 0:
-      h = tf.nn.dropout(h, rate=dropout)
-    h = nn.conv2d(h, name='conv2', num_units=out_ch, init_scale=0.)
-    if C != out_ch:
-      if conv_shortcut:
-        x = nn.conv2d(x, name='conv_shortcut', num_units=out_ch)
-      else:
-        x = nn.nin(x, name='nin_shortcut', num_units=out_ch)
-    assert x.shape.as_list() == h.shape.as_list() == [B, H, W, out_ch]
-    tf.logging.debug('%s: %s', tf.get_variable_scope().name, h.shape)
-    return x + h
+  if not recompute:
+    with tf.variable_scope(name):
+      return _resnet_block_body(x, temb, out_ch=out_ch, conv_shortcut=conv_shortcut, dropout=dropout,
+                                dropout_fn=tf.nn.dropout)
+  dropout_fn = None
+  if dropout > 0:
+    seed = tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
+    dropout_fn = functools.partial(stateless_dropout, seed=seed)
+  return nn.recompute_grad(
+    functools.partial(_resnet_block_body, out_ch=out_ch, conv_shortcut=conv_shortcut, dropout=dropout,
+                      dropout_fn=dropout_fn), [x, temb], name=name)
+
+
+def stateless_dropout(x, *, rate, seed):
+  """tf.nn.dropout's x * [u >= rate] / (1 - rate), u uniform in [0, 1), with u from a stateless op seeded by `seed`
+  ([2] int32): the same mask each time it is computed with the same seed."""
+  keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=x.dtype) >= rate
+  return x * tf.cast(keep, x.dtype) / (1. - rate)
+
+
+def _resnet_block_body(x, temb, *, out_ch, conv_shortcut, dropout, dropout_fn):
+  """resnet_block inside its variable scope; dropout_fn(h, rate=dropout) applies the dropout."""
+  B, H, W, C = x.shape.as_list()
+  h = x
+  h = nonlinearity(normalize(h, temb=temb, name='norm1'))
+  h = nn.conv2d(h, name='conv1', num_units=out_ch)
+  # add in the timestep embedding
+  h += nn.dense(nonlinearity(temb), name='temb_proj', num_units=out_ch)[:, None, None, :]
+  h = nonlinearity(normalize(h, temb=temb, name='norm2'))
+  if dropout > 0:
+    h = dropout_fn(h, rate=dropout)
+  h = nn.conv2d(h, name='conv2', num_units=out_ch, init_scale=0.)
+  if C != out_ch:
+    if conv_shortcut:
+      x = nn.conv2d(x, name='conv_shortcut', num_units=out_ch)
+    else:
+      x = nn.nin(x, name='nin_shortcut', num_units=out_ch)
+  assert x.shape.as_list() == h.shape.as_list() == [B, H, W, out_ch]
+  tf.logging.debug('%s: %s', tf.get_variable_scope().name, h.shape)
+  return x + h
 
 
 def attn_block(x, *, name, temb):
@@ -120,12 +148,13 @@ def attn_block(x, *, name, temb):
 
 
 def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mult=(1, 2, 4, 8), num_res_blocks,
-          attn_resolutions, dropout=0., resamp_with_conv=True):
+          attn_resolutions, dropout=0., resamp_with_conv=True, recompute=False):
   """The DDPM U-Net: x [B, S, S, C] float32, t [B] int -> [B, S, S, out_ch].
 
   `ch` is the base channel count, `ch_mult` the channel multiplier of each resolution level, `num_res_blocks` the
   residual blocks per level, `attn_resolutions` the spatial sizes that get self-attention. Class conditioning (`y`) is
-  not supported, as in the original: `num_classes` must be 1 and `y` None.
+  not supported, as in the original: `num_classes` must be 1 and `y` None. `recompute`: gradient checkpointing of
+  every residual block (resnet_block), the same variables and gradients in less memory for more compute.
   """
   B, S, _, _ = x.shape.as_list()
   assert x.dtype == tf.float32 and x.shape[2] == S
@@ -151,7 +180,7 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
         # Residual blocks for this resolution
         for i_block in range(num_res_blocks):
           h = resnet_block(hs[-1], name='block_{}'.format(i_block), temb=temb, out_ch=ch * ch_mult[i_level],
-                           dropout=dropout)
+                           dropout=dropout, recompute=recompute)
           if h.shape[1] in attn_resolutions:
             h = attn_block(h, name='attn_{}'.format(i_block), temb=temb)
           hs.append(h)
@@ -162,9 +191,9 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
     # Middle
     with tf.variable_scope('mid'):
       h = hs[-1]
-      h = resnet_block(h, temb=temb, name='block_1', dropout=dropout)
+      h = resnet_block(h, temb=temb, name='block_1', dropout=dropout, recompute=recompute)
       h = attn_block(h, name='attn_1', temb=temb)
-      h = resnet_block(h, temb=temb, name='block_2', dropout=dropout)
+      h = resnet_block(h, temb=temb, name='block_2', dropout=dropout, recompute=recompute)
 
     # Upsampling
     for i_level in reversed(range(num_resolutions)):
@@ -172,7 +201,7 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
         # Residual blocks for this resolution, each taking one skip connection
         for i_block in range(num_res_blocks + 1):
           h = resnet_block(tf.concat([h, hs.pop()], axis=-1), name='block_{}'.format(i_block), temb=temb,
-                           out_ch=ch * ch_mult[i_level], dropout=dropout)
+                           out_ch=ch * ch_mult[i_level], dropout=dropout, recompute=recompute)
           if h.shape[1] in attn_resolutions:
             h = attn_block(h, name='attn_{}'.format(i_block), temb=temb)
         # Upsample

@@ -19,7 +19,7 @@ import tensorflow.compat.v1 as tf
 
 from .. import checks, compat, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError
-from . import preemption, summaries as tpu_summaries, hooks as training_hooks
+from . import accumulation, preemption, summaries as tpu_summaries, hooks as training_hooks
 from ..runs import run_lock
 from ..runs.devices import TF_CONFIG_VAR, choose_distribution, cluster_from_tf_config
 from ..experiments.model import Model
@@ -151,8 +151,11 @@ def run_training(
     iterations_per_loop=1000, keep_checkpoint_max=2, max_steps=int(1e10), warm_start_from=None, model_dir=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=100, log_every_steps=100,
     num_gpus=None, num_cpu_replicas=None, distribution=None, seed=None, max_train_secs=None,
-    worker_timeout_secs=DEFAULT_WORKER_TIMEOUT_SECS, printer=print):
+    worker_timeout_secs=DEFAULT_WORKER_TIMEOUT_SECS, grad_accum_steps=1, printer=print):
   """Train `model_constructor()` on batches of `train_input_fn`; see the module docstring.
+
+  total_bs is the batch of one update; each replica computes its part in grad_accum_steps microbatches one after
+  another (train/accumulation.py: the same update in less memory).
 
   The experiment directory is `model_dir`, or {log_dir}/{date_str}/{exp_name} as in the original. If it already
   exists, training continues from its latest checkpoint (the step count continues); kwargs.json is (re)written.
@@ -179,7 +182,7 @@ def run_training(
     keep_checkpoint_max=keep_checkpoint_max, iterations_per_loop=iterations_per_loop, log_every_steps=log_every_steps,
     save_summary_steps=save_summary_steps, worker_timeout_secs=worker_timeout_secs, max_steps=max_steps,
     save_checkpoints_steps=save_checkpoints_steps, save_checkpoints_secs=save_checkpoints_secs,
-    max_train_secs=max_train_secs, seed=seed))
+    max_train_secs=max_train_secs, seed=seed, grad_accum_steps=grad_accum_steps))
   if save_checkpoints_steps is None and save_checkpoints_secs is None:
     save_checkpoints_secs = 1600
 
@@ -187,6 +190,7 @@ def run_training(
                                              num_cpu_replicas=num_cpu_replicas,
                                              cluster=cluster_from_tf_config(os.environ.get(TF_CONFIG_VAR)))
   local_bs = dist.check_batch_size(total_bs)
+  checks.check_microbatches(total_bs, grad_accum_steps, dist.num_replicas)
   if dist.kind == 'multi_worker' and max_train_secs:
     raise UsageError('max_train_secs={} with a {} cluster: each worker would stop at its own time and leave the others '
                      'waiting; expected --max_steps instead'.format(max_train_secs, TF_CONFIG_VAR))
@@ -198,7 +202,7 @@ def run_training(
     _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, printer)
     model_fn = _make_model_fn(model_constructor, dist=dist, local_bs=local_bs, optimizer=optimizer, lr=lr,
                               warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay, model_dir=model_dir,
-                              save_summary_steps=save_summary_steps)
+                              save_summary_steps=save_summary_steps, grad_accum_steps=grad_accum_steps)
     estimator, input_fn = _make_estimator(
       model_fn, train_input_fn, dist=dist, local_bs=local_bs, total_bs=total_bs,
       iterations_per_loop=iterations_per_loop, warm_start_from=warm_start_from, printer=printer,
@@ -245,8 +249,9 @@ def _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, print
 
 
 def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, grad_clip, ema_decay, model_dir,
-                   save_summary_steps):
-  """The Estimator's model_fn (TRAIN only): the model's loss, the optimizer step, the EMA update, the summaries."""
+                   save_summary_steps, grad_accum_steps=1):
+  """The Estimator's model_fn (TRAIN only): the model's loss, the optimizer step, the EMA update, the summaries. Each
+  replica's batch of local_bs is computed in grad_accum_steps microbatches (train/accumulation.py)."""
   use_tpu = dist.kind == 'tpu'
 
   def model_fn(features, labels, mode, params):
@@ -261,20 +266,36 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
     assert isinstance(model, Model)
     global_step = tf.train.get_or_create_global_step()
 
-    # training loss
-    train_info_dict = model.train_fn(utils.normalize_data(tf.cast(features['image'], tf.float32)), features['label'])
-    loss = train_info_dict['loss']
-    assert loss.shape.as_list() == []
-    if not use_tpu:  # TPUs have no Assert op; there ProgressHook checks the loss once per loop
-      loss = _check_loss_finite(loss, global_step)
+    def microbatch_loss(microbatch):
+      # training loss
+      train_info_dict = model.train_fn(utils.normalize_data(tf.cast(microbatch['image'], tf.float32)),
+                                       microbatch['label'])
+      loss = train_info_dict['loss']
+      assert loss.shape.as_list() == []
+      if not use_tpu:  # TPUs have no Assert op; there ProgressHook checks the loss once per loop
+        loss = _check_loss_finite(loss, global_step)
+      return loss
 
-    # train op
-    trainable_variables = tf.trainable_variables()
+    made = {}
+
+    def compute_gradients(loss):
+      # the optimizer is made after the first loss, as the original made it: a graph seed (--seed) gives each random
+      # op of the model the seed of its place in the graph, so the same order keeps the same noise
+      if not made:
+        made['lr'] = utils.get_warmed_up_lr(max_lr=lr, warmup=warmup, global_step=global_step)
+        made['opt'] = utils.build_optimizer(tpu=use_tpu, optimizer=optimizer, lr=made['lr'])
+      return made['opt'].compute_gradients(loss, var_list=tf.trainable_variables())
+
+    # train op: the gradient of the batch, in grad_accum_steps microbatches one after another (train/accumulation.py)
+    loss, grads_and_vars = accumulation.accumulate_gradients(
+      microbatch_loss, {'image': features['image'], 'label': features['label']}, num_microbatches=grad_accum_steps,
+      compute_gradients=compute_gradients)
+    trainable_variables = [v for _, v in grads_and_vars]
+    assert trainable_variables == tf.trainable_variables()
     tf.logging.info('num params: {:,}'.format(sum(int(np.prod(p.shape.as_list())) for p in trainable_variables)))
-    warmed_up_lr = utils.get_warmed_up_lr(max_lr=lr, warmup=warmup, global_step=global_step)
-    train_op, gnorm = utils.make_optimizer(
-      loss=loss, trainable_variables=trainable_variables, global_step=global_step, lr=warmed_up_lr,
-      optimizer=optimizer, grad_clip=replica_grad_clip(grad_clip, dist.num_replicas), tpu=use_tpu)
+    warmed_up_lr = made['lr']
+    train_op, gnorm = utils.apply_clipped_gradients(
+      made['opt'], grads_and_vars, grad_clip=replica_grad_clip(grad_clip, dist.num_replicas), global_step=global_step)
 
     # ema, updated after each step: its ops are built under the dependency on the optimizer's update, so that they
     # read the updated weights and the incremented step (k + 1 after step k, hence global_step - 1 for the decay).
