@@ -313,7 +313,7 @@ def make_img2img_command(script):
 def make_invert_command(script):
   """The `invert` subcommand (DDIM inversion) of a script."""
 
-  def invert(images, model_dir=None, checkpoint=None, out_dir=None, num_inference_steps=50, clip_denoised=True,
+  def invert(images, model_dir=None, checkpoint=None, out_dir=None, num_inference_steps=50, clip_denoised=False,
              batch_size=16, ema=True, num_gpus=None, **overrides):
     """Encode images into their DDIM latents x_T (DDIM inversion, diffusers' DDIMInverseScheduler) and decode them
     back with DDIM (eta 0, the same steps): the latents, the reconstructions, and in info.json how far these are
@@ -322,13 +322,14 @@ def make_invert_command(script):
       python3 scripts/run_cifar.py invert --model_dir=... --images=cat.png --num_inference_steps=50
 
     num_inference_steps: 1..T (the network calls of each way).
-    clip_denoised: clip the x_0 predictions to [-1, 1] both ways (diffusers' clip_sample default).
+    clip_denoised: clip the x_0 predictions to [-1, 1] both ways (diffusers' clip_sample default and the library's;
+      off here because clipping at high noise loses what decoding needs: docs/editing.md measures it).
     """
     checks.check_int('num_inference_steps', num_inference_steps)
     clip = checks.check_bool('clip_denoised', clip_denoised)
     options = dict(num_inference_steps=num_inference_steps, clip_denoised=clip)
     _run_edit(script, 'invert', images=images, masks=None, model_dir=model_dir, checkpoint=checkpoint,
-              out_dir=out_dir, tags='_s{}{}'.format(num_inference_steps, '' if clip else '_noclip'), options=options,
+              out_dir=out_dir, tags='_s{}{}'.format(num_inference_steps, '_clip' if clip else ''), options=options,
               batch_size=batch_size, seed=0, ema=ema, num_gpus=num_gpus, overrides=overrides,
               check_model=lambda T: _check_steps_within(T, num_inference_steps),
               edit_fn=lambda model, y, noise_fn, image: model.invert_fn(image, y, **options))

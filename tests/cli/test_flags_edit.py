@@ -146,22 +146,22 @@ def test_invert_flags_give_the_ddim_inversion_and_its_decoding(edit_run, capsys,
   run = edit_run
   out_dir = str(tmp_path / 'invert')
   args = ['invert', '--model_dir={}'.format(run['model_dir']), '--images={}'.format(run['root'] / 'digits.npz'),
-          '--num_inference_steps=5', '--noclip_denoised', '--batch_size=2', '--out_dir={}'.format(out_dir)]
+          '--num_inference_steps=5', '--clip_denoised', '--batch_size=2', '--out_dir={}'.format(out_dir)]
   code, _, err = run_main(capsys, 'run_cifar', args)
   assert code == 0, err
   with np.load(os.path.join(out_dir, 'results.npz')) as f:
     results, latents = f['arr_0'], f['latents']
 
   def invert(**changes):
-    options = dict(dict(num_inference_steps=5, clip_denoised=False), **changes)
+    options = dict(dict(num_inference_steps=5, clip_denoised=True), **changes)
     return lambda model, y, noise_fn, image, mask: {
       'samples': model.invert_fn(image, y, **options)['latents'] / 3.}  # latents through to_uint8, as a check
 
   none = np.zeros([3, SIZE, SIZE, 1], np.float32)
-  expected, fewer, clipped = _reference(run['model_dir'], run['pixels'], none, 2, [
-    (2, True, 0, invert()), (2, True, 0, invert(num_inference_steps=3)), (2, True, 0, invert(clip_denoised=True))])
+  expected, fewer, unclipped = _reference(run['model_dir'], run['pixels'], none, 2, [
+    (2, True, 0, invert()), (2, True, 0, invert(num_inference_steps=3)), (2, True, 0, invert(clip_denoised=False))])
   np.testing.assert_array_equal(utils.to_uint8(latents / 3.), expected)
-  _assert_distinct(expected, dict(num_inference_steps=fewer, clip_denoised=clipped))
+  _assert_distinct(expected, dict(num_inference_steps=fewer, clip_denoised=unclipped))
   info = json.load(open(os.path.join(out_dir, 'info.json')))
   diff = np.abs(results.astype(int) - run['pixels'].astype(int))
   assert info['reconstruction_max_abs_error'] == diff.max() and info['num_inference_steps'] == 5
