@@ -76,8 +76,9 @@ def get_warmed_up_lr(max_lr, warmup, global_step):
 
 
 def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimizer: str, lr, grad_clip: float,
-                   rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8):
-  """Adam or RMSProp with gradients clipped to global norm `grad_clip`. Returns (train_op, gradient global norm)."""
+                   rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8, loss_scale=None):
+  """Adam or RMSProp with gradients clipped to global norm `grad_clip`. Returns (train_op, gradient global norm).
+  loss_scale: a train.loss_scale.DynamicLossScale (float16), which wraps the optimizer, or None."""
   if optimizer == 'adam':
     opt = tf.train.AdamOptimizer(learning_rate=lr, epsilon=epsilon)
   elif optimizer == 'rmsprop':
@@ -87,6 +88,8 @@ def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimiz
     raise NotImplementedError(optimizer)
   if tpu:
     opt = tf.tpu.CrossShardOptimizer(opt)
+  if loss_scale is not None:
+    opt = loss_scale.wrap(opt)
   grads_and_vars = opt.compute_gradients(loss, var_list=trainable_variables)
   clipped_grads, gnorm = tf.clip_by_global_norm([g for (g, _) in grads_and_vars], grad_clip)
   grads_and_vars = [(g, v) for g, (_, v) in zip(clipped_grads, grads_and_vars)]

@@ -44,7 +44,8 @@ def train(
     block_size=1, tfr_file=TRAIN_TFR_FILE, log_dir='logs', warm_start_model_dir=None,
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
-    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
+    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, precision='float32',
+    ema_decay=0.9999,
     resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
     max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS):
   """Train on the LSUN TFRecords --tfr_file (a path or glob; with --bucket_name_prefix, inside the bucket).
@@ -74,7 +75,7 @@ def evaluation(
     tfr_file=EVAL_TFR_FILE, samples_dir=None, num_inception_samples=2048,
     # Not in the original:
     load_ckpt=None, region=None, inception_graph=None, stats_dir=None, non_ema_pass=False, num_gpus=None,
-    poll_secs=60, timeout_secs=None, seed=0, full_reference_sets=False):
+    poll_secs=60, timeout_secs=None, seed=0, full_reference_sets=False, precision=None):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
   training TFRecords --tfr_file (2,048 samples in batches of 128; reference statistics of a seeded shuffled subset
   of 30,000 training images, as the original; every image with --full_reference_sets). If --tfr_file is left at
@@ -82,7 +83,8 @@ def evaluation(
   and a line says so. --dump_samples_only writes the samples into --samples_dir (default model_dir/eval). Other
   flags as in run_cifar.py evaluation.
   """
-  paths, model_dir, kwargs = commands.load_run(SCRIPT, model_dir, bucket_name_prefix, region, command='evaluation')
+  paths, model_dir, kwargs = commands.load_run(SCRIPT, model_dir, bucket_name_prefix, region, command='evaluation',
+                                               overrides=commands.model_flags(dict(precision=precision)))
   commands.check_str('tfr_file', tfr_file)
   resolved = paths.resolve(tfr_file)
   trained_on = kwargs.get('tfr_path', kwargs.get('tfr_file'))

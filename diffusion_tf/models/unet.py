@@ -4,9 +4,11 @@ sinusoidal timestep embeddings added in every residual block, and self-attention
 Variable names and shapes are exactly those of the original release (see tests/fixtures/unet_*_variables.txt).
 """
 
+import functools
+
 import tensorflow.compat.v1 as tf
 
-from .. import nn
+from .. import nn, precision
 
 
 def nonlinearity(x):
@@ -48,7 +50,7 @@ def group_norm(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_in
 
 def normalize(x, *, temb, name):
   del temb  # the original passes it but does not use it
-  return group_norm(x, name=name)
+  return precision.in_float32(functools.partial(group_norm, name=name), x)  # statistics in float32
 
 
 def upsample(x, *, name, with_conv):
@@ -110,7 +112,7 @@ def attn_block(x, *, name, temb):
     k = tf.reshape(nn.nin(h, name='k', num_units=C), [-1, H * W, C])
     v = tf.reshape(nn.nin(h, name='v', num_units=C), [-1, H * W, C])
     w = tf.matmul(q, k, transpose_b=True) * (int(C) ** (-0.5))  # [B, HW (queries), HW (keys)]
-    w = tf.nn.softmax(w, axis=-1)
+    w = precision.in_float32(functools.partial(tf.nn.softmax, axis=-1), w)
     h = tf.reshape(tf.matmul(w, v), [-1, H, W, C])
     h.set_shape([B, H, W, C])
     h = nn.nin(h, name='proj_out', num_units=C, init_scale=0.)
@@ -120,12 +122,13 @@ def attn_block(x, *, name, temb):
 
 
 def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mult=(1, 2, 4, 8), num_res_blocks,
-          attn_resolutions, dropout=0., resamp_with_conv=True):
-  """The DDPM U-Net: x [B, S, S, C] float32, t [B] int -> [B, S, S, out_ch].
+          attn_resolutions, dropout=0., resamp_with_conv=True, dtype=tf.float32):
+  """The DDPM U-Net: x [B, S, S, C] float32, t [B] int -> [B, S, S, out_ch] float32.
 
   `ch` is the base channel count, `ch_mult` the channel multiplier of each resolution level, `num_res_blocks` the
   residual blocks per level, `attn_resolutions` the spatial sizes that get self-attention. Class conditioning (`y`) is
-  not supported, as in the original: `num_classes` must be 1 and `y` None.
+  not supported, as in the original: `num_classes` must be 1 and `y` None. `dtype` is the type the blocks compute in
+  (precision.py); the timestep embedding and the group-norm statistics stay float32, the weights are float32.
   """
   B, S, _, _ = x.shape.as_list()
   assert x.dtype == tf.float32 and x.shape[2] == S
@@ -141,6 +144,7 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
       temb = nn.dense(temb, name='dense0', num_units=ch * 4)
       temb = nn.dense(nonlinearity(temb), name='dense1', num_units=ch * 4)
       assert temb.shape.as_list() == [B, ch * 4]
+    x, temb = precision.cast(x, dtype), precision.cast(temb, dtype)
 
     # Downsampling
     hs = [nn.conv2d(x, name='conv_in', num_units=ch)]
@@ -182,4 +186,4 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
     h = nonlinearity(normalize(h, temb=temb, name='norm_out'))
     h = nn.conv2d(h, name='conv_out', num_units=out_ch, init_scale=0.)
     assert h.shape.as_list() == x.shape.as_list()[:3] + [out_ch]
-    return h
+    return precision.cast(h, tf.float32)

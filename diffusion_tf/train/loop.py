@@ -19,7 +19,7 @@ import tensorflow.compat.v1 as tf
 
 from .. import checks, compat, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError
-from . import preemption, summaries as tpu_summaries, hooks as training_hooks
+from . import loss_scale as loss_scaling, preemption, summaries as tpu_summaries, hooks as training_hooks
 from ..runs import run_lock
 from ..runs.devices import TF_CONFIG_VAR, choose_distribution, cluster_from_tf_config
 from ..experiments.model import Model
@@ -244,6 +244,18 @@ def _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, print
   write_kwargs_json(model_dir, dump_kwargs)
 
 
+def _loss_scale_for(precision, dist):
+  """A loss_scale.DynamicLossScale for a float16 U-Net on one device, None for float32 and bfloat16 (whose exponent
+  range is float32's). Raises UsageError for float16 on a TPU or with several replicas."""
+  if precision != 'float16':
+    return None
+  if dist.kind != 'single':
+    raise UsageError('precision=float16 on {}: its loss scaling skips steps on one device only; expected '
+                     '--precision=bfloat16 there (TPUs, and GPUs from Ampere on, compute in bfloat16 without loss '
+                     'scaling)'.format(dist))
+  return loss_scaling.DynamicLossScale()
+
+
 def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, grad_clip, ema_decay, model_dir,
                    save_summary_steps):
   """The Estimator's model_fn (TRAIN only): the model's loss, the optimizer step, the EMA update, the summaries."""
@@ -268,19 +280,22 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
     if not use_tpu:  # TPUs have no Assert op; there ProgressHook checks the loss once per loop
       loss = _check_loss_finite(loss, global_step)
 
-    # train op
+    # train op (float16: with dynamic loss scaling; a skipped step leaves the weights and the EMA as they are)
+    scaler = _loss_scale_for(model.precision, dist)
     trainable_variables = tf.trainable_variables()
     tf.logging.info('num params: {:,}'.format(sum(int(np.prod(p.shape.as_list())) for p in trainable_variables)))
     warmed_up_lr = utils.get_warmed_up_lr(max_lr=lr, warmup=warmup, global_step=global_step)
     train_op, gnorm = utils.make_optimizer(
       loss=loss, trainable_variables=trainable_variables, global_step=global_step, lr=warmed_up_lr,
-      optimizer=optimizer, grad_clip=replica_grad_clip(grad_clip, dist.num_replicas), tpu=use_tpu)
+      optimizer=optimizer, grad_clip=replica_grad_clip(grad_clip, dist.num_replicas), tpu=use_tpu,
+      loss_scale=scaler)
 
     # ema, updated after each step: its ops are built under the dependency on the optimizer's update, so that they
     # read the updated weights and the incremented step (k + 1 after step k, hence global_step - 1 for the decay).
     # (docs/fidelity.md: built outside that dependency, the ops would race with the update.)
     with tf.control_dependencies([train_op]):
-      ema, ema_op = _make_ema(global_step=global_step - 1, ema_decay=ema_decay,
+      ema, ema_op = _make_ema(global_step=global_step - 1,
+                              ema_decay=ema_decay if scaler is None else scaler.gate_ema_decay(ema_decay),
                               trainable_variables=trainable_variables, mirrored=dist.uses_strategy)
       train_op = tf.group(ema_op)
 
@@ -290,6 +305,9 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
     summaries.scalar('train/gnorm', gnorm)
     summaries.scalar('train/pnorm', utils.rms(trainable_variables))
     summaries.scalar('train/lr', warmed_up_lr)
+    if scaler is not None:
+      summaries.scalar('train/loss_scale', scaler.scale)
+      summaries.scalar('train/skipped_steps', tf.cast(scaler.skipped_steps, tf.float32))
     if dist.uses_strategy:
       summaries.write_plain()
       return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
