@@ -48,6 +48,10 @@ MANUAL = {
                '(the records are the LMDB\'s decodable images in key order)'),
   'part_size': ('cli/test_folder_commands.py::test_prepare_lsun_lmdb_max_images_and_an_interrupted_run_resumes_where_'
                 'it_stopped (parts of 3 images: the rerun writes parts 2 and 3)'),
+  'precision': ('cli/test_precision_commands.py::test_precision_reaches_the_unet_of_train_sample_evaluation_and_'
+                'simple_eval (the U-Net\'s Conv2D ops compute in the type named, kwargs.json keeps it; reproduce, '
+                'interpolate and denoising_trajectory read it with the other training kwargs), '
+                'train/test_precision.py (loss curves, loss scaling, checkpoints across precisions)'),
   'warm_start_model_dir': ('train/test_training.py::test_lsun_warm_start_initialises_every_variable (weights, Adam '
                            'slots, EMA and step continue from the source run)'),
 }
