@@ -26,8 +26,8 @@ from diffusion_tf.train import loop as training, loss_scale
 
 B, S, T = 4, 8, 100
 # Loss curves of 120 Adam steps at lr 1e-3, in means over windows of 40 steps (the loss of one batch varies by ~2x
-# with its t): the largest relative difference of a window's mean from float32's. Measured on this machine
-# (tests/train/test_precision.py, TF 1.15 and 2.15): see docs/gpu_tpu.md.
+# with its t): the largest relative difference of a window's mean from float32's. Measured on TF 2.15 (2026-12-02):
+# bfloat16 0.0026 (window means 0.822, 0.650, 0.577 against float32's 0.822, 0.649, 0.575); float16 not yet.
 STEPS, WINDOW = 120, 40
 LOSS_CURVE_TOLERANCE = {'bfloat16': 0.05, 'float16': 0.02}
 
