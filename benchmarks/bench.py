@@ -14,6 +14,7 @@ Usage (from the repository root; `make bench` runs the default):
   python benchmarks/bench.py --cases fwd-b8,train-b8 --ours tf2,tf-stock,tf-mkl --reps 7
   python benchmarks/bench.py --cases solvers --ours tf2   # the few-step solvers' rows (10 and 20 calls) and time to
                                                           # quality; --cases takes names or groups (CASE_GROUPS)
+  python benchmarks/bench.py --cases fwd-b8,fwd-b8-bf16,train-b8,train-b8-bf16,sample-ddim50,sample-ddim50-bf16
 Writes benchmarks/results/<date>-<host>.json and benchmarks/results/latest.md.
 """
 
@@ -108,6 +109,11 @@ def all_cases(quick):
                                 num_inference_steps=fast_steps, warmup=1)
   cases['sample-pndm50'] = dict(kind='sample', model='cifar10', batch=16, sampler='pndm',
                                 num_inference_steps=fast_steps, warmup=1)
+  cases['fwd-church-b1'] = dict(kind='forward', model='church256', batch=1, warmup=1)
+  # bfloat16 beside float32: ours with --precision=bfloat16 (the U-Net's layers in bfloat16, float32 weights), the
+  # peer under torch.autocast('cpu', dtype=torch.bfloat16)
+  for name in ('fwd-b8', 'train-b8', 'sample-ddim50'):
+    cases[name + '-bf16'] = dict(cases[name], precision='bfloat16')
   # the few-step solvers at 10 and 20 network calls (heun: S = (C + 1) // 2 steps, 2S - 1 calls), beside DDIM at
   # the same calls for the per-call cost; --quick: 5 calls
   for calls in ((5,) if quick else SOLVER_CALLS):
@@ -299,18 +305,20 @@ def metrics(case, res, cpu):
 
 
 def describe(case):
+  precision = '' if case.get('precision', 'float32') == 'float32' else ', ' + case['precision']
   if case['kind'] == 'forward':
-    return 'U-Net forward {}, batch {}'.format('CIFAR-10 35.7M' if case['model'] == 'cifar10' else '256x256 114M',
-                                              case['batch'])
+    return 'U-Net forward {}, batch {}{}'.format('CIFAR-10 35.7M' if case['model'] == 'cifar10' else '256x256 114M',
+                                                case['batch'], precision)
   if case['kind'] == 'train':
-    return 'training step, batch {}'.format(case['batch'])
+    return 'training step, batch {}{}'.format(case['batch'], precision)
   if case.get('scale_to'):
-    return 'sampling 16 images, DDPM-{} (from {} steps)'.format(case['scale_to'], case['num_inference_steps'])
+    return 'sampling 16 images, DDPM-{} (from {} steps){}'.format(case['scale_to'], case['num_inference_steps'],
+                                                                  precision)
   calls = network_calls(case)
   steps = '' if calls == case['num_inference_steps'] else ' ({} steps)'.format(case['num_inference_steps'])
   if case.get('time_to_quality'):
-    return 'time to DDIM-50 digits-FID: 16 images, {} {} calls{}'.format(case['sampler'], calls, steps)
-  return 'sampling 16 images, {}-{}{}'.format(case['sampler'].upper(), calls, steps)
+    return 'time to DDIM-50 digits-FID: 16 images, {} {} calls{}{}'.format(case['sampler'], calls, steps, precision)
+  return 'sampling 16 images, {}-{}{}{}'.format(case['sampler'].upper(), calls, steps, precision)
 
 
 def per_call_table(report):
@@ -378,7 +386,8 @@ def machine_summary(report):
   fw = '; '.join('{}: {}, {} threads (inter-op {})'.format(
     n, i['framework'], i['threads'], i.get('interop_threads')) for n, i in infos.items())
   return ('Machine: {model}, {cores} cores at {ghz} GHz, {simd} -> FP32 peak {peak_gflops} GFLOP/s '
-          '({cores} x {ghz} x {flops_per_cycle}). '.format(**cpu) +
+          '({cores} x {ghz} x {flops_per_cycle}); bfloat16 CPU flags: {bf16}. '.format(**dict(cpu, bf16=cpu.get(
+            'bf16', 'not recorded'))) +
           'Load average before: {}; measured {} to {}. {}. Ours = {}.'.format(
             report['load_before'], report['started'], report['finished'], fw, ', '.join(ours)))
 
@@ -467,7 +476,8 @@ def main(argv=None):
 
 
 def machine_summary_line(cpu, load, threads):
-  return 'CPU {model}: {cores} cores, {ghz} GHz, {simd}, peak {peak_gflops} GFLOP/s FP32; '.format(**cpu) + \
+  return 'CPU {model}: {cores} cores, {ghz} GHz, {simd}, peak {peak_gflops} GFLOP/s FP32, bf16 flags {bf16}; '.format(
+    **cpu) + \
     'load {}; {} threads per framework'.format(load, threads)
 
 

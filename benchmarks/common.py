@@ -114,6 +114,11 @@ def unet_forward_flops(model, batch=1, in_ch=3, out_ch=3):
 # ---------------------------------------------------------------------------------------------------------------
 # The machine
 
+# The CPU flags of bfloat16 arithmetic: AVX-512 BF16 (dot products of bf16 pairs into fp32, Cooper Lake, Zen 4) and
+# AMX BF16 (tile matrix multiplies, Sapphire Rapids); oneDNN and torch's bfloat16 kernels are fast only with them.
+BF16_FLAGS = ('avx512_bf16', 'amx_bf16', 'amx_tile')
+
+
 def cpu_info():
   """Model name, cores usable by this process, nominal clock (GHz, from 'cpu MHz'), SIMD level and FP32 peak.
 
@@ -150,7 +155,8 @@ def cpu_info():
   else:
     simd, per_cycle = 'sse', 8
   return dict(model=name, cores=cores, ghz=round(ghz, 3), simd=simd, flops_per_cycle=per_cycle,
-              peak_gflops=round(cores * ghz * per_cycle, 1))
+              peak_gflops=round(cores * ghz * per_cycle, 1),
+              bf16=' '.join(f for f in BF16_FLAGS if f in flags) or 'none')
 
 
 def peak_rss_mb():

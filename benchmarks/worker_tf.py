@@ -43,7 +43,7 @@ def setup(case):
   import tensorflow.compat.v1 as tf
   tf.disable_v2_behavior()
   tf.logging.set_verbosity(tf.logging.ERROR)
-  from diffusion_tf import diffusion_utils_2, utils
+  from diffusion_tf import diffusion_utils_2, precision, utils
   from diffusion_tf.models import unet
 
   opts = dict(case.get('tf') or {})
@@ -57,13 +57,14 @@ def setup(case):
   cfg = dict(common.MODELS[model_name])
   res = cfg.pop('resolution')
   dropout = case.get('dropout', 0.) if kind == 'train' else 0.
+  dtype = precision.compute_dtype(case.get('precision', 'float32'))  # the U-Net's --precision
 
   tf.reset_default_graph()
   tf.set_random_seed(0)
   rng = np.random.RandomState(0)
 
   def denoise_fn(x, t):
-    return unet.model(x, t=t, y=None, name='model', num_classes=1, out_ch=3, dropout=dropout, **cfg)
+    return unet.model(x, t=t, y=None, name='model', num_classes=1, out_ch=3, dropout=dropout, dtype=dtype, **cfg)
 
   diffusion = diffusion_utils_2.GaussianDiffusion2(
     betas=diffusion_utils_2.get_beta_schedule('linear', beta_start=1e-4, beta_end=0.02, num_diffusion_timesteps=1000),
@@ -107,7 +108,7 @@ def setup(case):
   if peak_gpu_bytes is not None:
     info['peak_gpu_mb'] = lambda: round(sess.run(peak_gpu_bytes) / 2. ** 20, 1)
     info['gpu'] = tf.test.gpu_device_name()
-  info.update(framework='tensorflow {}{}'.format(tf.__version__, _build_note(tf.__version__)),
+  info.update(framework='tensorflow {}{}'.format(tf.__version__, _build_note(tf.__version__)), precision=dtype.name,
               threads=opts.get('intra', threads), interop_threads=opts.get('inter', 1), params=n_params,
               xla=bool(opts.get('xla')), variant=variants,
               env={k: v for k, v in os.environ.items()

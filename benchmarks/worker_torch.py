@@ -4,9 +4,12 @@ random weights (built from the config, nothing downloaded), run by the same work
 Sampling loops are those of DDPMPipeline, DDIMPipeline and PNDMPipeline without the image post-processing:
 `model(x, t).sample` then `scheduler.step(...).prev_sample`, under torch.no_grad() as the pipelines run; the few-step
 solvers' schedulers (SOLVER_SCHEDULERS) with their scale_model_input and init_noise_sigma.
-Started by bench.py under .venv-peer's Python; speaks the line protocol of common.py.
+Started by bench.py under .venv-peer's Python; speaks the line protocol of common.py. A bfloat16 case runs the model
+under torch.autocast('cpu', dtype=torch.bfloat16) (float32 weights, the matmuls and convolutions in bfloat16), as
+diffusers' training example does with --mixed_precision=bf16; the scheduler steps stay float32.
 """
 
+import contextlib
 import os
 import sys
 
@@ -51,6 +54,11 @@ def setup(case):
   gen = torch.Generator().manual_seed(0)
   x = torch.randn(batch, 3, res, res, generator=gen).to(device)
   sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+  bf16 = case.get('precision', 'float32') == 'bfloat16'
+  info['precision'] = 'bfloat16 (autocast)' if bf16 else 'float32'
+
+  def autocast():
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
   if device.type == 'cuda':
     info['gpu'] = torch.cuda.get_device_name(0)
     info['peak_gpu_mb'] = lambda: round(torch.cuda.max_memory_allocated() / 2. ** 20, 1)
@@ -60,7 +68,7 @@ def setup(case):
     t = torch.randint(0, 1000, (batch,), generator=gen).to(device)
 
     def run_once():
-      with torch.no_grad():
+      with torch.no_grad(), autocast():
         model(x, t).sample
       sync()
 
@@ -75,7 +83,9 @@ def setup(case):
       noise = torch.randn(x_start.shape, device=device)
       t = torch.randint(0, 1000, (batch,), device=device)
       x_t = sched.add_noise(x_start, noise, t)
-      loss = torch.nn.functional.mse_loss(model(x_t, t).sample, noise)
+      with autocast():
+        out = model(x_t, t).sample
+      loss = torch.nn.functional.mse_loss(out.float(), noise)
       opt.zero_grad(set_to_none=True)
       loss.backward()
       torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -116,8 +126,9 @@ def setup(case):
         image = image * sched.init_noise_sigma
       with torch.no_grad():
         for t in sched.timesteps if solver else timesteps:
-          out = model(sched.scale_model_input(image, t) if solver else image, t).sample
-          image = sched.step(out, t, image).prev_sample
+          with autocast():
+            out = model(sched.scale_model_input(image, t) if solver else image, t).sample
+          image = sched.step(out.float(), t, image).prev_sample
       sync()
       return image
 

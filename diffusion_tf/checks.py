@@ -10,6 +10,8 @@ import numpy as np
 from .errors import UsageError
 
 OPTIMIZERS = ('adam', 'rmsprop')
+# --precision: the type the U-Net computes in (precision.py); float32 is the original's.
+PRECISIONS = ('float32', 'bfloat16', 'float16')
 
 
 def check_choice(name, value, choices):
@@ -125,6 +127,20 @@ def check_train_flags(kwargs):
   if 'recompute' in kwargs:
     kwargs['recompute'] = check_bool('recompute', kwargs['recompute'])
   check_run_settings(kwargs)
+  check_train_precision(kwargs)
+
+
+def check_train_precision(kwargs):
+  """--precision of a training run: float16's loss scaling (train/loss_scale.py) runs on one device; TPUs and
+  several replicas train in bfloat16."""
+  precision = check_choice('precision', kwargs.get('precision', 'float32'), PRECISIONS)
+  several = [flag for flag in ('num_gpus', 'num_cpu_replicas') if (kwargs.get(flag) or 1) > 1]
+  if precision == 'float16' and (kwargs.get('tpu_name') is not None or several):
+    raise UsageError('precision=float16 with {}: its loss scaling runs on one device; expected --precision=bfloat16 '
+                     '(TPUs and GPUs from Ampere on compute in it without loss scaling)'.format(
+                       '--tpu_name' if kwargs.get('tpu_name') is not None else '--{}={}'.format(
+                         several[0], kwargs[several[0]])))
+  return precision
 
 
 def warmup_warning(warmup, max_steps, lr):

@@ -1,14 +1,17 @@
 """Neural network building blocks of the DDPM U-Net.
 
 Variables are created with `tf.get_variable` under the caller's variable scope with the names of the original
-release (`W`, `b`), so that its checkpoints restore unchanged.
+release (`W`, `b`), so that its checkpoints restore unchanged. They are float32; a layer reads them in the type of
+its input (precision.py: the U-Net's --precision).
 """
 
 import math
 
 import tensorflow.compat.v1 as tf
 
-DEFAULT_DTYPE = tf.float32  # the dtype of every variable and activation
+from .precision import cast_like
+
+DEFAULT_DTYPE = tf.float32  # the dtype of every variable (activations: precision.py)
 
 
 def default_init(scale):
@@ -69,7 +72,7 @@ def nin(x, *, name, num_units, init_scale=1.):
     in_dim = int(x.shape[-1])
     W = tf.get_variable('W', shape=[in_dim, num_units], initializer=default_init(scale=init_scale))
     b = tf.get_variable('b', shape=[num_units], initializer=tf.constant_initializer(0.))
-    y = contract_inner(x, W) + b
+    y = contract_inner(x, cast_like(W, x)) + cast_like(b, x)
     assert y.shape.as_list()[-1] == num_units
     return y
 
@@ -79,11 +82,11 @@ def dense(x, *, name, num_units, init_scale=1., bias=True):
   with tf.variable_scope(name):
     _, in_dim = x.shape.as_list()
     W = tf.get_variable('W', shape=[in_dim, num_units], initializer=default_init(scale=init_scale))
-    z = tf.matmul(x, W)
+    z = tf.matmul(x, cast_like(W, x))
     if not bias:
       return z
     b = tf.get_variable('b', shape=[num_units], initializer=tf.constant_initializer(0.))
-    return z + b
+    return z + cast_like(b, x)
 
 
 def conv2d(x, *, name, num_units, filter_size=(3, 3), stride=1, dilation=None, pad='SAME', init_scale=1.,
@@ -95,11 +98,11 @@ def conv2d(x, *, name, num_units, filter_size=(3, 3), stride=1, dilation=None, p
       filter_size = (filter_size, filter_size)
     W = tf.get_variable('W', shape=[*filter_size, int(x.shape[-1]), num_units],
                         initializer=default_init(scale=init_scale))
-    z = tf.nn.conv2d(x, W, strides=stride, padding=pad, dilations=dilation)
+    z = tf.nn.conv2d(x, cast_like(W, x), strides=stride, padding=pad, dilations=dilation)
     if not bias:
       return z
     b = tf.get_variable('b', shape=[num_units], initializer=tf.constant_initializer(0.))
-    return z + b
+    return z + cast_like(b, x)
 
 
 def get_timestep_embedding(timesteps, embedding_dim: int):

@@ -76,16 +76,19 @@ def get_warmed_up_lr(max_lr, warmup, global_step):
 
 
 def make_optimizer(*, loss, trainable_variables, global_step, tpu: bool, optimizer: str, lr, grad_clip: float,
-                   rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8):
-  """Adam or RMSProp with gradients clipped to global norm `grad_clip`. Returns (train_op, gradient global norm)."""
+                   rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8, loss_scale=None):
+  """Adam or RMSProp with gradients clipped to global norm `grad_clip`. Returns (train_op, gradient global norm).
+  loss_scale: a train.loss_scale.DynamicLossScale (float16), which wraps the optimizer, or None."""
   opt = build_optimizer(tpu=tpu, optimizer=optimizer, lr=lr, rmsprop_decay=rmsprop_decay,
-                        rmsprop_momentum=rmsprop_momentum, epsilon=epsilon)
+                        rmsprop_momentum=rmsprop_momentum, epsilon=epsilon, loss_scale=loss_scale)
   grads_and_vars = opt.compute_gradients(loss, var_list=trainable_variables)
   return apply_clipped_gradients(opt, grads_and_vars, grad_clip=grad_clip, global_step=global_step)
 
 
-def build_optimizer(*, tpu: bool, optimizer: str, lr, rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8):
-  """make_optimizer's tf.train optimizer (a CrossShardOptimizer around it on a TPU)."""
+def build_optimizer(*, tpu: bool, optimizer: str, lr, rmsprop_decay=.95, rmsprop_momentum=.9, epsilon=1e-8,
+                    loss_scale=None):
+  """make_optimizer's tf.train optimizer (a CrossShardOptimizer around it on a TPU; wrapped by loss_scale, a
+  train.loss_scale.DynamicLossScale, for float16)."""
   if optimizer == 'adam':
     opt = tf.train.AdamOptimizer(learning_rate=lr, epsilon=epsilon)
   elif optimizer == 'rmsprop':
@@ -95,6 +98,8 @@ def build_optimizer(*, tpu: bool, optimizer: str, lr, rmsprop_decay=.95, rmsprop
     raise NotImplementedError(optimizer)
   if tpu:
     opt = tf.tpu.CrossShardOptimizer(opt)
+  if loss_scale is not None:
+    opt = loss_scale.wrap(opt)
   return opt
 
 

@@ -57,6 +57,10 @@ MANUAL = {
   'recompute': ('test_recompute.py::test_recompute_gives_the_same_variables_and_gradients, '
                 'train/test_memory_levers.py::test_memory_levers_reach_the_graph_and_their_checkpoints_restore_both_'
                 'ways (run_cifar train: the recomputed blocks are in the graph exactly with the flag)'),
+  'precision': ('cli/test_precision_commands.py::test_precision_reaches_the_unet_of_train_sample_evaluation_and_'
+                'simple_eval (the U-Net\'s Conv2D ops compute in the type named, kwargs.json keeps it; reproduce, '
+                'interpolate and denoising_trajectory read it with the other training kwargs), '
+                'train/test_precision.py (loss curves, loss scaling, checkpoints across precisions)'),
   'warm_start_model_dir': ('train/test_training.py::test_lsun_warm_start_initialises_every_variable (weights, Adam '
                            'slots, EMA and step continue from the source run)'),
 }

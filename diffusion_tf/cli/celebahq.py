@@ -23,7 +23,8 @@ def train(
     data_dir=None, eval_fraction=0.05,
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
-    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
+    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, precision='float32',
+    ema_decay=0.9999,
     resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
     max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
     # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
@@ -54,7 +55,7 @@ def evaluation(
     load_ckpt=None, region=None, num_inception_samples=2048, inception_graph=None, stats_dir=None,
     non_ema_pass=False, num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None,
     full_reference_sets=False, data_dir=None, sampler='ddpm', num_inference_steps=None, skip_type=None,
-    solver_order=None):
+    solver_order=None, precision=None):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
   training set (CelebA-HQ has no test split) on 2,048 samples in batches of 128, as the original. Flags (--sampler
   for a fast FID track among them) as in run_cifar.py evaluation.

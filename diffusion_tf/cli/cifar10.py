@@ -23,7 +23,8 @@ def train(
     data_dir=None, eval_fraction=0.05,
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     region=None, model_dir=None, date_str='9999-99-99', max_steps=None, save_checkpoints_steps=None,
-    save_checkpoints_secs=None, iterations_per_loop=2000, ema_decay=0.9999, resolution=None, num_gpus=None,
+    save_checkpoints_secs=None, iterations_per_loop=2000, precision='float32', ema_decay=0.9999, resolution=None,
+    num_gpus=None,
     num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
     worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
     # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
@@ -49,6 +50,9 @@ def train(
   to --resolution, which picks the U-Net unless --model_name is given (32: unet2d16b2, 64: unet2d16b2c1234, 128:
   unet2d16b2c11234, 256: unet2d16b2c112244), with --eval_fraction of them (by a hash of their path) held out as the
   test split of evaluation, simple_eval and reproduce (docs/scripts.md, "Training on your own images").
+  precision: the type the U-Net computes in, float32 (the original's), bfloat16 or float16 (with dynamic loss
+  scaling; one device); the weights, the optimizer's slots, the EMA and the checkpoints stay float32, so a run may
+  change it when resumed (docs/gpu_tpu.md).
   """
   kwargs = dict(locals())
   cifar10.validate_train_kwargs(kwargs)
@@ -66,7 +70,8 @@ def evaluation(  # evaluation loop for use during training
     # Not in the original:
     region=None, num_inception_samples=50000, inception_graph=None, stats_dir=None, non_ema_pass=False,
     num_gpus=None, poll_secs=60, timeout_secs=None, seed=0, samples_dir=None, full_reference_sets=False,
-    data_dir=None, dataset=None, sampler='ddpm', num_inference_steps=None, skip_type=None, solver_order=None):
+    data_dir=None, dataset=None, sampler='ddpm', num_inference_steps=None, skip_type=None, solver_order=None,
+    precision=None):
   """Watch model_dir for new checkpoints; for each, draw num_inception_samples samples with the EMA weights, write an
   image grid, and the original's metrics: the Inception Score of all samples (eval_ema/samples/inception50000), FID
   against the training set (.../trainfid50000) and the test set (.../fid50000), and beside them the paper's
@@ -87,6 +92,7 @@ def evaluation(  # evaluation loop for use during training
   fast sampler instead of the original's ancestral DDPM over all T steps (the default): a cheap FID track during
   training, whose tags and files name the sampler's settings (eval_ema/dpmsolver++10_order2_linspace/samples/fid1024,
   eval/step<N>_ema_dpmsolver++10_order2_linspace_metrics.json) beside the DDPM-1000 ones.
+  --precision: the type the U-Net samples in (float32, bfloat16, float16; default: the run's).
   """
   commands.evaluation_from_flags(SCRIPT, dict(locals()))
 
@@ -95,7 +101,7 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
                 tfds_data_dir='tensorflow_datasets',
                 # Not in the original:
                 region=None, ema=True, max_batches=None, num_gpus=None, seed=0, num_samples=50000, data_dir=None,
-                dataset=None):
+                dataset=None, precision=None):
   """Bits/dim or progressive samples of one checkpoint (--load_ckpt: model.ckpt-N in model_dir as in the original,
   a prefix, or default the latest), as .npz in model_dir/simple_eval/.
 
@@ -104,8 +110,8 @@ def simple_eval(model_dir, tpu_name=None, bucket_name_prefix=None, mode='bpd_eva
   50,000, the original's) with their x_0 predictions along the chain, in parts of 20 batches
   (simple_eval/progressive_samples/; a rerun continues after the parts that exist). --max_batches stops a bpd pass
   early (the results written so far are kept; a rerun resumes). --data_dir: where a run on a folder of images finds
-  them now (default: the folder it trained on). A converted checkpoint's directory and --dataset work as for
-  `evaluation`.
+  them now (default: the folder it trained on). A converted checkpoint's directory, --dataset and --precision work
+  as for `evaluation`.
   """
   commands.simple_eval_from_flags(SCRIPT, dict(locals()))
 

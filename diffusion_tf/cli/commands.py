@@ -41,6 +41,7 @@ TRAIN_KWARGS_ABOUT = 'training kwargs of {} train, for a checkpoint without kwar
 RUN_CONTROL_FLAGS = collections.OrderedDict([
   ('keep_checkpoint_max', 2), ('region', None), ('model_dir', None), ('date_str', '9999-99-99'), ('max_steps', None),
   ('save_checkpoints_steps', None), ('save_checkpoints_secs', None), ('iterations_per_loop', 1000),
+  ('precision', 'float32'),
   ('ema_decay', 0.9999), ('resolution', None), ('num_gpus', None), ('num_cpu_replicas', None),
   ('log_every_steps', 100), ('save_summary_steps', 100), ('seed', None), ('max_train_secs', None),
   ('worker_timeout_secs', DEFAULT_WORKER_TIMEOUT_SECS), ('grad_accum_steps', 1), ('recompute', False)])
@@ -143,6 +144,8 @@ def make_sample_command(script):
         as in the DDIM paper's CIFAR-10 table), linspace, trailing or karras (diffusers' spacings). Default: the
         sampler's (uniform for ddpm / ddim / pndm, linspace for the solvers, as their diffusers schedulers).
       solver_order: dpmsolver++ / unipc: 1, 2 (default) or 3; sde-dpmsolver++: 1 or 2.
+      precision: the type the U-Net computes in (float32, bfloat16, float16; default: the run's, float32 for a
+        released checkpoint); the checkpoint's float32 weights are cast at use (docs/gpu_tpu.md).
       seed: same seed and batch size give the same images.
       output_type: npz (one uint8 .npz) or png (one PNG per sample).
       ema: use the EMA weights (--noema: the raw weights).
@@ -305,16 +308,17 @@ def simple_eval_run(*, model_dir, model_constructor, ds, paths, tpu_name, mode, 
 # `evaluation` and `simple_eval` of a run trained on a tfds data set (run_cifar.py, run_celebahq.py): the scripts
 # pass their flags (dict(locals())) and their _Script
 
-def _dataset_flag(flags):
-  """--dataset of `evaluation` / `simple_eval`: which data a converted checkpoint (no kwargs.json) is measured on."""
-  return {} if flags.get('dataset') is None else {'dataset': flags['dataset']}
+def model_flags(flags):
+  """The training kwargs that `evaluation` / `simple_eval` flags override: --dataset (which data a converted
+  checkpoint, without kwargs.json, is measured on) and --precision (the type the U-Net samples in), when given."""
+  return {k: flags[k] for k in ('dataset', 'precision') if flags.get(k) is not None}
 
 
 def evaluation_from_flags(script, flags):
   """The `evaluation` command of a script whose runs read tfds data (tfds_data_dir): flags are its keyword
   arguments; reference statistics default to <tfds_data_dir>/fid_stats."""
   paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
-                                      command='evaluation', overrides=_dataset_flag(flags))
+                                      command='evaluation', overrides=model_flags(flags))
   sampler_options = eval_sampler_options(kwargs, **{k: flags[k] for k in EVAL_SAMPLER_FLAGS})
   tfds_data_dir = paths.resolve(flags['tfds_data_dir'])
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=tfds_data_dir, resolution=kwargs.get('resolution'),
@@ -331,7 +335,7 @@ def evaluation_from_flags(script, flags):
 def simple_eval_from_flags(script, flags):
   """The `simple_eval` command of a script whose runs read tfds data: flags are its keyword arguments."""
   paths, model_dir, kwargs = load_run(script, flags['model_dir'], flags['bucket_name_prefix'], flags['region'],
-                                      command='simple_eval', overrides=_dataset_flag(flags))
+                                      command='simple_eval', overrides=model_flags(flags))
   ds = datasets.get_dataset(kwargs['dataset'], tfds_data_dir=paths.resolve(flags['tfds_data_dir']),
                             resolution=kwargs.get('resolution'),
                             **datasets.folder_args(kwargs, paths.resolve(flags.get('data_dir'))))

@@ -44,7 +44,8 @@ def train(
     block_size=1, tfr_file=TRAIN_TFR_FILE, log_dir='logs', warm_start_model_dir=None,
     # Not in the original: where and how long to run (cli/commands.py RUN_CONTROL_FLAGS).
     keep_checkpoint_max=2, region=None, model_dir=None, date_str='9999-99-99', max_steps=None,
-    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, ema_decay=0.9999,
+    save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, precision='float32',
+    ema_decay=0.9999,
     resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
     max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
     # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
@@ -77,7 +78,7 @@ def evaluation(
     # Not in the original:
     load_ckpt=None, region=None, inception_graph=None, stats_dir=None, non_ema_pass=False, num_gpus=None,
     poll_secs=60, timeout_secs=None, seed=0, full_reference_sets=False, sampler='ddpm', num_inference_steps=None,
-    skip_type=None, solver_order=None):
+    skip_type=None, solver_order=None, precision=None):
   """Watch model_dir for new checkpoints and evaluate each: EMA samples, an image grid, IS and FID against the
   training TFRecords --tfr_file (2,048 samples in batches of 128; reference statistics of a seeded shuffled subset
   of 30,000 training images, as the original; every image with --full_reference_sets). If --tfr_file is left at
@@ -85,7 +86,8 @@ def evaluation(
   and a line says so. --dump_samples_only writes the samples into --samples_dir (default model_dir/eval). Other
   flags (--sampler for a fast FID track among them) as in run_cifar.py evaluation.
   """
-  paths, model_dir, kwargs = commands.load_run(SCRIPT, model_dir, bucket_name_prefix, region, command='evaluation')
+  paths, model_dir, kwargs = commands.load_run(SCRIPT, model_dir, bucket_name_prefix, region, command='evaluation',
+                                               overrides=commands.model_flags(dict(precision=precision)))
   sampler_options = commands.eval_sampler_options(kwargs, sampler=sampler, num_inference_steps=num_inference_steps,
                                                   skip_type=skip_type, solver_order=solver_order)
   commands.check_str('tfr_file', tfr_file)

@@ -8,7 +8,7 @@ import functools
 import tensorflow.compat.v1 as tf
 
 from ..diffusion_utils import LOSS_TYPES, GaussianDiffusion, get_beta_schedule
-from .. import checks
+from .. import checks, precision
 from ..data import catalog
 from ..models import configs, unet
 from . import model
@@ -23,12 +23,13 @@ DATASETS = ('celebahq256', 'cifar10', 'digits', 'folder')
 
 class Model(model.Model):
   def __init__(self, *, model_name, betas, loss_type: str, num_classes: int, dropout: float, randflip,
-               block_size: int, unet_config=None, recompute=False):
+               block_size: int, unet_config=None, recompute=False, precision='float32'):
     """unet_config: the U-Net's architecture (models/configs.py keys) when it is not one of MODEL_CONFIGS, e.g. a
     converted checkpoint's; then model_name is only its label. recompute: gradient checkpointing of the U-Net's
-    residual blocks (--recompute)."""
+    residual blocks (--recompute). precision: the type the U-Net computes in (--precision)."""
     self.model_name = model_name
     self.unet_config = unet_config
+    self.precision = precision
     self.diffusion = GaussianDiffusion(betas=betas, loss_type=loss_type)
     self.num_classes = num_classes
     self.dropout = dropout
@@ -48,7 +49,7 @@ class Model(model.Model):
     y = None
     config = model.unet_config_of(self.model_name, self.unet_config, MODEL_CONFIGS)
     out = unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
-                     recompute=self.recompute, **config)
+                     recompute=self.recompute, dtype=precision.compute_dtype(self.precision), **config)
     if self.block_size != 1:
       out = tf.nn.depth_to_space(out, self.block_size)
     assert out.shape.as_list() == [B, H, W, orig_out_ch]
@@ -91,7 +92,8 @@ def load_model(kwargs, ds):
     randflip=kwargs['randflip'],
     unet_config=kwargs.get('unet_config'),
     recompute=kwargs.get('recompute', False),
-    block_size=kwargs['block_size'])
+    block_size=kwargs['block_size'],
+    precision=kwargs.get('precision', 'float32'))
 
 
 def validate_kwargs(kwargs, datasets_allowed=DATASETS):
@@ -103,6 +105,7 @@ def validate_kwargs(kwargs, datasets_allowed=DATASETS):
   model.check_beta_schedule(kwargs)
   c.check_number('dropout', kwargs['dropout'], low=0., high=1., high_inclusive=False)
   c.check_bool('randflip', kwargs['randflip'])
+  c.check_choice('precision', kwargs.get('precision', 'float32'), c.PRECISIONS)  # older runs: float32
   c.check_int('block_size', kwargs['block_size'])
   if kwargs.get('resolution') is not None:
     c.check_int('resolution', kwargs['resolution'])

@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 
 from ..diffusion_utils_2 import LOSS_TYPES, MODEL_MEAN_TYPES, MODEL_VAR_TYPES, GaussianDiffusion2, get_beta_schedule
 from ..errors import UsageError
-from .. import checks
+from .. import checks, precision
 from ..data import catalog
 from ..models import configs, unet
 from . import model
@@ -24,12 +24,13 @@ DATASETS = ('cifar10', 'digits', 'folder')
 
 class Model(model.Model):
   def __init__(self, *, model_name, betas, model_mean_type: str, model_var_type: str, loss_type: str,
-               num_classes: int, dropout: float, randflip, unet_config=None, recompute=False):
+               num_classes: int, dropout: float, randflip, unet_config=None, recompute=False, precision='float32'):
     """unet_config: the U-Net's architecture (models/configs.py keys) when it is not one of MODEL_CONFIGS, e.g. a
     converted checkpoint's; then model_name is only its label. recompute: gradient checkpointing of the U-Net's
-    residual blocks (--recompute)."""
+    residual blocks (--recompute). precision: the type the U-Net computes in (--precision)."""
     self.model_name = model_name
     self.unet_config = unet_config
+    self.precision = precision
     self.diffusion = GaussianDiffusion2(
       betas=betas, model_mean_type=model_mean_type, model_var_type=model_var_type, loss_type=loss_type)
     self.num_classes = num_classes
@@ -46,7 +47,7 @@ class Model(model.Model):
     y = None
     config = model.unet_config_of(self.model_name, self.unet_config, MODEL_CONFIGS)
     return unet.model(x, t=t, y=y, name='model', out_ch=out_ch, num_classes=self.num_classes, dropout=dropout,
-                      recompute=self.recompute, **config)
+                      recompute=self.recompute, dtype=precision.compute_dtype(self.precision), **config)
 
   def samples_fn(self, dummy_noise, y, noise_fn=tf.random_normal):
     # model.Model.samples_fn under the original run_cifar.py's parameter names
@@ -80,7 +81,8 @@ def load_model(kwargs, ds):
     dropout=kwargs['dropout'],
     randflip=kwargs['randflip'],
     unet_config=kwargs.get('unet_config'),
-    recompute=kwargs.get('recompute', False))
+    recompute=kwargs.get('recompute', False),
+    precision=kwargs.get('precision', 'float32'))
 
 
 def validate_kwargs(kwargs):
@@ -98,6 +100,7 @@ def validate_kwargs(kwargs):
   model.check_beta_schedule(kwargs)
   c.check_number('dropout', kwargs['dropout'], low=0., high=1., high_inclusive=False)
   c.check_bool('randflip', kwargs['randflip'])
+  c.check_choice('precision', kwargs.get('precision', 'float32'), c.PRECISIONS)  # older runs: float32
   if kwargs.get('resolution') is not None:
     c.check_int('resolution', kwargs['resolution'])
     if kwargs['dataset'] not in ('digits', 'folder') and kwargs['resolution'] != catalog.IMAGE_SIZES[kwargs['dataset']]:

@@ -61,7 +61,8 @@ def unet_config_of(model_name, unet_config, configs):
 class Model:
   """What a script's model provides. All images, inputs and outputs, are normalized to [-1, 1].
 
-  Subclasses set `self.diffusion` (a GaussianDiffusion or GaussianDiffusion2), `self.dropout` and `self.randflip`,
+  Subclasses set `self.diffusion` (a GaussianDiffusion or GaussianDiffusion2), `self.dropout`, `self.randflip` and
+  `self.precision` (the type their U-Net computes in: precision.py; the training loop scales the loss for float16),
   and implement `_denoise(x, t, y, dropout)` and `_losses(denoise_fn, x_start, t)` (the per-example training loss of
   their diffusion: `training_losses` or `p_losses`).
   """
@@ -69,6 +70,7 @@ class Model:
   diffusion = None
   dropout = 0.
   randflip = False
+  precision = 'float32'
 
   def _denoise(self, x, t, y, dropout):
     raise NotImplementedError

@@ -8,7 +8,7 @@ import functools
 
 import tensorflow.compat.v1 as tf
 
-from .. import nn
+from .. import nn, precision
 
 
 def nonlinearity(x):
@@ -50,7 +50,7 @@ def group_norm(x, *, name, num_groups=32, eps=1e-6, gamma_initializer=tf.ones_in
 
 def normalize(x, *, temb, name):
   del temb  # the original passes it but does not use it
-  return group_norm(x, name=name)
+  return precision.in_float32(functools.partial(group_norm, name=name), x)  # statistics in float32
 
 
 def upsample(x, *, name, with_conv):
@@ -102,8 +102,9 @@ def resnet_block(x, *, temb, name, out_ch=None, conv_shortcut=False, dropout, re
 
 def stateless_dropout(x, *, rate, seed):
   """tf.nn.dropout's x * [u >= rate] / (1 - rate), u uniform in [0, 1), with u from a stateless op seeded by `seed`
-  ([2] int32): the same mask each time it is computed with the same seed."""
-  keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=x.dtype) >= rate
+  ([2] int32): the same mask each time it is computed with the same seed. u is drawn in float32 whatever x's type
+  (--precision), so the mask does not depend on the precision."""
+  keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=tf.float32) >= rate
   return x * tf.cast(keep, x.dtype) / (1. - rate)
 
 
@@ -138,7 +139,7 @@ def attn_block(x, *, name, temb):
     k = tf.reshape(nn.nin(h, name='k', num_units=C), [-1, H * W, C])
     v = tf.reshape(nn.nin(h, name='v', num_units=C), [-1, H * W, C])
     w = tf.matmul(q, k, transpose_b=True) * (int(C) ** (-0.5))  # [B, HW (queries), HW (keys)]
-    w = tf.nn.softmax(w, axis=-1)
+    w = precision.in_float32(functools.partial(tf.nn.softmax, axis=-1), w)
     h = tf.reshape(tf.matmul(w, v), [-1, H, W, C])
     h.set_shape([B, H, W, C])
     h = nn.nin(h, name='proj_out', num_units=C, init_scale=0.)
@@ -148,13 +149,15 @@ def attn_block(x, *, name, temb):
 
 
 def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mult=(1, 2, 4, 8), num_res_blocks,
-          attn_resolutions, dropout=0., resamp_with_conv=True, recompute=False):
-  """The DDPM U-Net: x [B, S, S, C] float32, t [B] int -> [B, S, S, out_ch].
+          attn_resolutions, dropout=0., resamp_with_conv=True, recompute=False, dtype=tf.float32):
+  """The DDPM U-Net: x [B, S, S, C] float32, t [B] int -> [B, S, S, out_ch] float32.
 
   `ch` is the base channel count, `ch_mult` the channel multiplier of each resolution level, `num_res_blocks` the
   residual blocks per level, `attn_resolutions` the spatial sizes that get self-attention. Class conditioning (`y`) is
   not supported, as in the original: `num_classes` must be 1 and `y` None. `recompute`: gradient checkpointing of
-  every residual block (resnet_block), the same variables and gradients in less memory for more compute.
+  every residual block (resnet_block), the same variables and gradients in less memory for more compute. `dtype` is
+  the type the blocks compute in (precision.py); the timestep embedding and the group-norm statistics stay float32,
+  the weights are float32.
   """
   B, S, _, _ = x.shape.as_list()
   assert x.dtype == tf.float32 and x.shape[2] == S
@@ -172,6 +175,7 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
       temb = nn.dense(temb, name='dense0', num_units=ch * 4)
       temb = nn.dense(nonlinearity(temb), name='dense1', num_units=ch * 4)
       assert temb.shape.as_list() == [B, ch * 4]
+    x, temb = precision.cast(x, dtype), precision.cast(temb, dtype)
 
     # Downsampling
     hs = [nn.conv2d(x, name='conv_in', num_units=ch)]
@@ -213,4 +217,4 @@ def model(x, *, t, y, name, num_classes, reuse=tf.AUTO_REUSE, ch, out_ch, ch_mul
     h = nonlinearity(normalize(h, temb=temb, name='norm_out'))
     h = nn.conv2d(h, name='conv_out', num_units=out_ch, init_scale=0.)
     assert h.shape.as_list() == x.shape.as_list()[:3] + [out_ch]
-    return h
+    return precision.cast(h, tf.float32)

@@ -19,7 +19,7 @@ import tensorflow.compat.v1 as tf
 
 from .. import checks, compat, utils
 from ..errors import ClusterError, NonFiniteLossError, TrainingStopped, UsageError
-from . import accumulation, preemption, summaries as tpu_summaries, hooks as training_hooks
+from . import accumulation, loss_scale as loss_scaling, preemption, summaries as tpu_summaries, hooks as training_hooks
 from ..runs import run_lock
 from ..runs.devices import TF_CONFIG_VAR, choose_distribution, cluster_from_tf_config
 from ..experiments.model import Model
@@ -248,6 +248,18 @@ def _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, print
   write_kwargs_json(model_dir, dump_kwargs)
 
 
+def _loss_scale_for(precision, dist):
+  """A loss_scale.DynamicLossScale for a float16 U-Net on one device, None for float32 and bfloat16 (whose exponent
+  range is float32's). Raises UsageError for float16 on a TPU or with several replicas."""
+  if precision != 'float16':
+    return None
+  if dist.kind != 'single':
+    raise UsageError('precision=float16 on {}: its loss scaling skips steps on one device only; expected '
+                     '--precision=bfloat16 there (TPUs, and GPUs from Ampere on, compute in bfloat16 without loss '
+                     'scaling)'.format(dist))
+  return loss_scaling.DynamicLossScale()
+
+
 def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, grad_clip, ema_decay, model_dir,
                    save_summary_steps, grad_accum_steps=1):
   """The Estimator's model_fn (TRAIN only): the model's loss, the optimizer step, the EMA update, the summaries. Each
@@ -276,6 +288,8 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
         loss = _check_loss_finite(loss, global_step)
       return loss
 
+    # float16: dynamic loss scaling; a skipped step leaves the weights and the EMA as they are
+    scaler = _loss_scale_for(model.precision, dist)
     made = {}
 
     def compute_gradients(loss):
@@ -283,7 +297,7 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
       # op of the model the seed of its place in the graph, so the same order keeps the same noise
       if not made:
         made['lr'] = utils.get_warmed_up_lr(max_lr=lr, warmup=warmup, global_step=global_step)
-        made['opt'] = utils.build_optimizer(tpu=use_tpu, optimizer=optimizer, lr=made['lr'])
+        made['opt'] = utils.build_optimizer(tpu=use_tpu, optimizer=optimizer, lr=made['lr'], loss_scale=scaler)
       return made['opt'].compute_gradients(loss, var_list=tf.trainable_variables())
 
     # train op: the gradient of the batch, in grad_accum_steps microbatches one after another (train/accumulation.py)
@@ -301,7 +315,8 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
     # read the updated weights and the incremented step (k + 1 after step k, hence global_step - 1 for the decay).
     # (docs/fidelity.md: built outside that dependency, the ops would race with the update.)
     with tf.control_dependencies([train_op]):
-      ema, ema_op = _make_ema(global_step=global_step - 1, ema_decay=ema_decay,
+      ema, ema_op = _make_ema(global_step=global_step - 1,
+                              ema_decay=ema_decay if scaler is None else scaler.gate_ema_decay(ema_decay),
                               trainable_variables=trainable_variables, mirrored=dist.uses_strategy)
       train_op = tf.group(ema_op)
 
@@ -311,6 +326,9 @@ def _make_model_fn(model_constructor, *, dist, local_bs, optimizer, lr, warmup, 
     summaries.scalar('train/gnorm', gnorm)
     summaries.scalar('train/pnorm', utils.rms(trainable_variables))
     summaries.scalar('train/lr', warmed_up_lr)
+    if scaler is not None:
+      summaries.scalar('train/loss_scale', scaler.scale)
+      summaries.scalar('train/skipped_steps', tf.cast(scaler.skipped_steps, tf.float32))
     if dist.uses_strategy:
       summaries.write_plain()
       return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
