@@ -21,7 +21,7 @@ FACE_MODULES = {'tpu_utils', 'datasets', 'classifier_metrics_numpy', 'simple_eva
 # The math: the diffusion processes, samplers, layers and the U-Net. They import only each other and the leaf modules.
 MATH = {PACKAGE + '.' + m for m in ('diffusion_utils', 'diffusion_utils_2', 'diffusion_core', 'nn', 'utils', 'noise',
                                     'samplers', 'sampler_schedules', 'solvers', 'solver_schedules', 'editing',
-                                    'editing_schedules', 'models',
+                                    'editing_schedules', 'precision', 'models',
                                     'models.unet', 'models.configs')}
 # Leaf modules: they import nothing of the package but each other (errors, pure checks, TF-version shims, the
 # checkpoint format's names, the metadata server's region).
