@@ -54,7 +54,7 @@ def empty_cwd(tmp_path, monkeypatch):
 MISSPELLED = [
   ('run_cifar', ['train', '--exp_name=x', '--log_dir=logs', '--tfds_data_dir=nodata', '--max_step', '4'],
    'max_step', 'max_steps'),
-  ('run_cifar', ['evaluation', '--model_dir=norun', '--num_inference_samples=8'], 'num_inference_samples',
+  ('run_cifar', ['evaluation', '--model_dir=norun', '--num_inception_sample=8'], 'num_inception_sample',
    'num_inception_samples'),
   ('run_cifar', ['simple_eval', '--model_dir=norun', '--max_batch=1'], 'max_batch', 'max_batches'),
   ('run_cifar', ['sample', '--model_dir=norun', '--num_sample=4'], 'num_sample', 'num_samples'),
