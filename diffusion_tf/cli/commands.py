@@ -93,17 +93,20 @@ def _check_sampler_flags(*, sampler, num_inference_steps, eta, use_clipped_model
               solver_order=check_solver_order(sampler, solver_order))
 
 
-def _resolve_steps(kwargs, options):
+def _resolve_steps(kwargs, options, num_timesteps=None):
   """The sampler's number of network calls for a model of training kwargs `kwargs` (T = num_diffusion_timesteps):
   --num_inference_steps, or for the fast samplers their default (samplers.resolve_sampler_options); None for the
   original ddpm sampler over all T steps. A combination the model cannot sample (a solver on an x_0- or
-  x_{t-1}-predicting network, repeated timesteps) is refused here, before any graph is built."""
+  x_{t-1}-predicting network, repeated timesteps) is refused here, before any graph is built. num_timesteps: the
+  sampler runs over only the first that many timesteps of the model's schedule (img2img's SDEdit cut)."""
   T = int(kwargs['num_diffusion_timesteps'])
+  betas = get_beta_schedule(kwargs['beta_schedule'], beta_start=kwargs['beta_start'], beta_end=kwargs['beta_end'],
+                            num_diffusion_timesteps=T)
+  if num_timesteps is not None:
+    T, betas = num_timesteps, betas[:num_timesteps]
   if options['num_inference_steps'] is not None and options['num_inference_steps'] > T:
     raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}'.format(
       options['num_inference_steps'], T))
-  betas = get_beta_schedule(kwargs['beta_schedule'], beta_start=kwargs['beta_start'], beta_end=kwargs['beta_end'],
-                            num_diffusion_timesteps=T)
   resolved = samplers.resolve_sampler_options(  # raises ValueError on a bad combination
     T, model_mean_type=kwargs.get('model_mean_type', 'eps'), alphas_cumprod=np.cumprod(1. - betas), **options)
   return options['num_inference_steps'] if options['sampler'] == 'ddpm' else resolved

@@ -211,7 +211,7 @@ def _run_edit(script, command, *, images, masks, model_dir, checkpoint, out_dir,
   ema = checks.check_bool('ema', ema)
   source = model_source.resolve_model_source(script, model_dir, checkpoint, overrides, command=command)
   if check_model is not None:
-    check_model(int(source.kwargs['num_diffusion_timesteps']))
+    check_model(source.kwargs)
   size = source.ds_info.image_size
   pixels = read_images(images, size)
   mask_array = None if masks is None else read_masks(masks, len(pixels), size)
@@ -223,7 +223,8 @@ def _run_edit(script, command, *, images, masks, model_dir, checkpoint, out_dir,
            overrides=overrides).run()
 
 
-def _check_steps_within(T, num_inference_steps):
+def _check_steps_within(kwargs, num_inference_steps):
+  T = int(kwargs['num_diffusion_timesteps'])
   if num_inference_steps > T:
     raise UsageError('num_inference_steps={} exceeds the model\'s num_diffusion_timesteps={}; expected at most '
                      '{}'.format(num_inference_steps, T, T))
@@ -259,7 +260,7 @@ def make_inpaint_command(script):
               options=options, batch_size=batch_size, seed=seed, ema=ema, num_gpus=num_gpus, overrides=overrides,
               edit_fn=lambda model, y, noise_fn, image, masks: model.inpaint_fn(image, masks, y, noise_fn=noise_fn,
                                                                                **options),
-              check_model=lambda T: _check_steps_within(T, num_inference_steps))
+              check_model=lambda kwargs: _check_steps_within(kwargs, num_inference_steps))
 
   inpaint.__doc__ += _EDIT_ARGS.format(extras=', masks uint8 [N, H, W, 1] (1 = kept)', grid='input | mask | result')
   return runner.extra_flags(inpaint, checks.default_kwargs(script.train_fn),
@@ -270,7 +271,7 @@ def make_img2img_command(script):
   """The `img2img` subcommand (SDEdit) of a script."""
 
   def img2img(images, strength=0.5, model_dir=None, checkpoint=None, out_dir=None, sampler='ddpm',
-              num_inference_steps=None, eta=0., skip_type='uniform', batch_size=16, seed=0, ema=True, num_gpus=None,
+              num_inference_steps=None, eta=0., skip_type=None, batch_size=16, seed=0, ema=True, num_gpus=None,
               **overrides):
     """Redraw images with SDEdit (Meng et al. 2022): diffuse each to t = round(strength * T) with q(x_t | x_0),
     then denoise with --sampler over the timesteps below (strength 1: ordinary sampling, the image unused; small
@@ -287,15 +288,16 @@ def make_img2img_command(script):
     checks.check_number('strength', strength, low=0., high=1., low_inclusive=False)
     options = commands._check_sampler_flags(
       sampler=sampler, num_inference_steps=num_inference_steps, eta=eta, use_clipped_model_output=False,
-      skip_prk_steps=False, skip_type=skip_type, progressive=False)
+      skip_prk_steps=False, skip_type=skip_type, solver_order=None, progressive=False)  # solvers: their default order
 
-    def _check_model(T):
+    def _check_model(kwargs):
+      T = int(kwargs['num_diffusion_timesteps'])
       kept = sdedit_num_timesteps(T, strength)
       if num_inference_steps is not None and num_inference_steps > kept:
         raise UsageError('num_inference_steps={} is more than the {} timesteps that strength={!r} goes back '
                          '(round(strength * T), T={}); expected at most {}'.format(num_inference_steps, kept,
                                                                                     strength, T, kept))
-      commands._resolve_steps(kept, options)
+      commands._resolve_steps(kwargs, options, num_timesteps=kept)
 
     _run_edit(script, 'img2img', images=images, masks=None, model_dir=model_dir, checkpoint=checkpoint,
               out_dir=out_dir, tags='_strength{:g}_{}{}_seed{}'.format(strength, sampler, num_inference_steps or '',
@@ -331,7 +333,7 @@ def make_invert_command(script):
     _run_edit(script, 'invert', images=images, masks=None, model_dir=model_dir, checkpoint=checkpoint,
               out_dir=out_dir, tags='_s{}{}'.format(num_inference_steps, '_clip' if clip else ''), options=options,
               batch_size=batch_size, seed=0, ema=ema, num_gpus=num_gpus, overrides=overrides,
-              check_model=lambda T: _check_steps_within(T, num_inference_steps),
+              check_model=lambda kwargs: _check_steps_within(kwargs, num_inference_steps),
               edit_fn=lambda model, y, noise_fn, image: model.invert_fn(image, y, **options))
 
   invert.__doc__ += _EDIT_ARGS.format(extras=', latents float32 [N, H, W, 3]',

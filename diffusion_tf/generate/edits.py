@@ -141,12 +141,13 @@ class EditDump(SampleDump):
                ema, dist, overrides, printer=print):
     super().__init__(source, load_model, out_dir, num_samples=len(images), batch_size=batch_size, seed=seed, ema=ema,
                      sampler=command, num_inference_steps=options.get('num_inference_steps'), eta=0.,
-                     use_clipped_model_output=False, skip_prk_steps=False, skip_type='uniform', output_type='png',
-                     progressive=False, shard=None, dist=dist, overrides=overrides, printer=printer)
+                     use_clipped_model_output=False, skip_prk_steps=False, skip_type='uniform', solver_order=None,
+                     output_type='png', progressive=False, shard=None, dist=dist, overrides=overrides, printer=printer)
     self.command, self.images, self.masks, self.edit_fn = command, images, masks, edit_fn
     for key in self.sampler_options:
       del self.settings[key]
-    self.sampler_options = dict(sampler=command, num_inference_steps=options.get('num_inference_steps'))
+    self.sampler_options = dict(sampler=command, num_inference_steps=options.get('num_inference_steps'),
+                                skip_type=options.get('skip_type', 'uniform'), solver_order=options.get('solver_order'))
     self.settings.update(command=command, inputs_sha256=inputs_sha256(images, masks), **options)
 
   @property
