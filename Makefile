@@ -67,8 +67,9 @@ $(STAMP): $(REQUIREMENTS) setup.py
 
 # Two test processes by default (the development machines have 2 cores); PYTEST_WORKERS=0 runs in this process.
 # DIFFUSION_TF_REQUIRE_PEER=1: the diffusers round trip fails instead of skipping when .venv-peer is missing.
+# --durations=40: every run, CI's included, ends with its slowest tests (CI must stay under 60 minutes).
 PYTEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=40
 
 test: install install-peer
 	DIFFUSION_TF_REQUIRE_PEER=1 $(PYTEST) tests

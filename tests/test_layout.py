@@ -315,3 +315,14 @@ def test_no_script_imports_another_script():
                   [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
       bad.extend('{}.py:{} imports {}'.format(name, node.lineno, i) for i in imported if i.split('.')[0] in scripts)
   assert not bad, bad
+
+
+def test_test_files_have_unique_names():
+  """pytest imports each test file by its base name (tests/ has no __init__.py, so its directories are not
+  packages): two test files of one name cannot be collected in one process, as under PYTEST_WORKERS=1."""
+  seen = {}
+  for root, _, files in os.walk(os.path.join(REPO, 'tests')):
+    for name in files:
+      if name.startswith('test_') and name.endswith('.py'):
+        seen.setdefault(name, []).append(os.path.relpath(os.path.join(root, name), REPO))
+  assert not {name: paths for name, paths in seen.items() if len(paths) > 1}

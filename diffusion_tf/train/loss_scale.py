@@ -83,8 +83,14 @@ class LossScaledOptimizer:
     finite = all_finite([g for g, _ in grads_and_vars if g is not None])
     self._loss_scale.applied = finite
 
+    # The optimizer makes its non-slot variables (Adam's beta1_power, beta2_power) on its first apply, named by the
+    # current name scope. Inside TF 1.15's tf.cond that scope is 'cond/', so a float16 checkpoint would not restore
+    # at float32 (nor the original's at float16): the update is built in the scope outside the cond.
+    outer_scope = tf.get_default_graph().get_name_scope()
+
     def apply():
-      return tf.group(self._optimizer.apply_gradients(grads_and_vars, global_step=global_step, name=name))
+      with tf.name_scope(outer_scope + '/' if outer_scope else None):
+        return tf.group(self._optimizer.apply_gradients(grads_and_vars, global_step=global_step, name=name))
 
     def skip():
       return tf.group(global_step.assign_add(1)) if global_step is not None else tf.no_op()

@@ -17,7 +17,7 @@ PYTHON = sys.executable
 # layer starts at zero, so that one step at a large lr gives an eps that depends on x and t; EMA decay 0.5 makes the
 # EMA weights another network than the raw ones. Users: tiny_run('run_cifar', **LARGE_LR_FLAGS) (test_flags_eval.py),
 # the same with max_steps=2 (test_flags_reproduce_editing.py), tiny_run('run_celebahq', max_steps=2, **LARGE_LR_FLAGS)
-# (test_editing.py, test_flags_reproduce_editing.py and test_flags_eval.py share it).
+# (test_original_editing.py, test_flags_reproduce_editing.py and test_flags_eval.py share it).
 LARGE_LR_FLAGS = dict(beta_end=0.5, lr=5e-2, ema_decay=0.5)
 
 
