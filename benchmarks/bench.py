@@ -62,7 +62,7 @@ DEFAULT_HEAVY_OURS = 'tf2,tf-stock'  # the long cases (sampling, 256x256)
 SOLVERS = ('dpmsolver++', 'sde-dpmsolver++', 'unipc', 'euler', 'euler_ancestral', 'heun')
 SOLVER_CALLS = (10, 20)
 # The solver and steps that first reach DDIM-50's digits-FID (train) in docs/metrics.md's solver table (of the budgets
-# measured there: sde-dpmsolver++ at 10 calls, 1.52 against 2.70); diffusers' scheduler of the same name gives the
+# measured there: sde-dpmsolver++ at 10 calls, 1.13 against 2.70); diffusers' scheduler of the same name gives the
 # same numbers for the same network outputs (tests/test_solvers.py), so the peer needs the same calls to reach it.
 TIME_TO_QUALITY = dict(sampler='sde-dpmsolver++', num_inference_steps=10)
 
