@@ -25,11 +25,12 @@ from diffusion_tf.runs import devices
 from diffusion_tf.train import loop as training, loss_scale
 
 B, S, T = 4, 8, 100
-# Loss curves of 120 Adam steps at lr 1e-3, in means over windows of 40 steps (the loss of one batch varies by ~2x
-# with its t): the largest relative difference of a window's mean from float32's. Measured on TF 2.15 (2026-12-02):
-# bfloat16 0.0026 (window means 0.822, 0.650, 0.577 against float32's 0.822, 0.649, 0.575); float16 not yet.
-STEPS, WINDOW = 120, 40
-LOSS_CURVE_TOLERANCE = {'bfloat16': 0.05, 'float16': 0.02}
+# Loss curves of 300 Adam steps at lr 1e-3 on batches of CURVE_B, in means over windows of 100 steps (the loss of
+# one batch varies by ~2x with its t): the largest relative difference of a window's mean from float32's (float32's
+# window means 0.75, 0.59, 0.50). Measured 2026-12-02 (`pytest -s -k curve` prints them): bfloat16 0.0040 on
+# TF 2.15 and 0.0104 on TF 1.15, float16 0.0046 and 0.0084. The tolerance is about three times the largest.
+STEPS, WINDOW, CURVE_B = 300, 100, 2
+LOSS_CURVE_TOLERANCE = {'bfloat16': 0.03, 'float16': 0.03}
 
 
 def _model(precision):
@@ -95,9 +96,9 @@ def _loss_curve(precision, data):
   with tf.Graph().as_default():
     tf.set_random_seed(1)  # the same initial weights at every precision (same variables, same creation order)
     m = _model(precision)
-    x, t, noise = (tf.placeholder(tf.float32, [B, S, S, 3]), tf.placeholder(tf.int32, [B]),
-                   tf.placeholder(tf.float32, [B, S, S, 3]))
-    denoise = functools.partial(m._denoise, y=tf.zeros([B], tf.int32), dropout=0.)
+    x, t, noise = (tf.placeholder(tf.float32, [CURVE_B, S, S, 3]), tf.placeholder(tf.int32, [CURVE_B]),
+                   tf.placeholder(tf.float32, [CURVE_B, S, S, 3]))
+    denoise = functools.partial(m._denoise, y=tf.zeros([CURVE_B], tf.int32), dropout=0.)
     loss = tf.reduce_mean(m.diffusion.training_losses(denoise, x_start=x, t=t, noise=noise))
     scaler = loss_scale.DynamicLossScale() if precision == 'float16' else None
     train_op, _ = utils.make_optimizer(loss=loss, trainable_variables=tf.trainable_variables(),
@@ -113,8 +114,9 @@ def _loss_curve(precision, data):
 def loss_curves():
   rng = np.random.RandomState(0)
   pool = np.tanh(rng.randn(16, S, S, 3)).astype(np.float32)
-  data = (pool[rng.randint(0, 16, size=(STEPS, B))], rng.randint(0, T, size=(STEPS, B)).astype(np.int32),
-          rng.randn(STEPS, B, S, S, 3).astype(np.float32))
+  data = (pool[rng.randint(0, 16, size=(STEPS, CURVE_B))],
+          rng.randint(0, T, size=(STEPS, CURVE_B)).astype(np.int32),
+          rng.randn(STEPS, CURVE_B, S, S, 3).astype(np.float32))
   return data, {'float32': _loss_curve('float32', data)}
 
 
@@ -125,7 +127,7 @@ def test_half_precision_training_follows_the_float32_loss_curve(loss_curves, pre
   ref = curves['float32']
   curve = _run_or_skip(precision, lambda: _loss_curve(precision, data))
   windows = lambda c: c.reshape(-1, WINDOW).mean(axis=1)
-  assert windows(ref)[-1] < 0.8 * windows(ref)[0]  # float32 learns (0.82 -> 0.58): the curve falls
+  assert windows(ref)[-1] < 0.8 * windows(ref)[0]  # float32 learns: the curve falls
   rel = np.abs(windows(curve) - windows(ref)) / windows(ref)
   print(precision, 'window means', windows(curve), 'float32', windows(ref), 'max relative difference', rel.max())
   assert rel.max() < LOSS_CURVE_TOLERANCE[precision], (precision, rel)
