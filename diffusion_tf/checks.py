@@ -98,7 +98,8 @@ def check_run_settings(settings):
   for name in ['keep_checkpoint_max', 'iterations_per_loop', 'log_every_steps', 'save_summary_steps',
                'worker_timeout_secs']:
     check_int(name, settings[name])
-  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs']:
+  for name in ['max_steps', 'save_checkpoints_steps', 'save_checkpoints_secs', 'max_train_secs',
+               'worker_startup_secs']:
     check_int(name, settings[name], allow_none=True)
   if settings['save_checkpoints_steps'] is not None and settings['save_checkpoints_secs'] is not None:
     raise UsageError('give --save_checkpoints_steps or --save_checkpoints_secs, not both')

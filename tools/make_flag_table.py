@@ -27,7 +27,10 @@ import test_flag_table  # noqa: E402
 MANUAL = {
   'worker_timeout_secs': (
     'train/test_multi_worker.py::test_a_killed_worker_stops_the_others_with_an_error_after_resuming (the survivors '
-    'stop within the timeout)'),
+    'stop within the step timeout, --worker_startup_secs being longer)'),
+  'worker_startup_secs': (
+    'train/test_multi_worker.py::test_a_peer_that_never_starts_stops_the_chief_at_the_startup_timeout (the chief '
+    'stops at this bound, not at --worker_timeout_secs)'),
   # proven outside the test_flags_* modules (each assertion fails if the flag were ignored):
   'bpd_images': 'cli/test_demo.py::test_demo_outputs_exist_and_make_sense (bpd.npz holds that many images)',
   'quality_samples': 'cli/test_demo.py::test_demo_outputs_exist_and_make_sense (the quality numbers\' sample count)',

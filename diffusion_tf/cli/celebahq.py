@@ -26,7 +26,7 @@ def train(
     save_checkpoints_steps=None, save_checkpoints_secs=None, iterations_per_loop=1000, precision='float32',
     ema_decay=0.9999,
     resolution=None, num_gpus=None, num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None,
-    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
+    max_train_secs=None, worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS, worker_startup_secs=None,
     # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
     grad_accum_steps=1, recompute=False):
   """Train a diffusion model; the defaults are the paper's CelebA-HQ 256 run.

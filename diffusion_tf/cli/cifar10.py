@@ -26,7 +26,7 @@ def train(
     save_checkpoints_secs=None, iterations_per_loop=2000, precision='float32', ema_decay=0.9999, resolution=None,
     num_gpus=None,
     num_cpu_replicas=None, log_every_steps=100, save_summary_steps=100, seed=None, max_train_secs=None,
-    worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS,
+    worker_timeout_secs=commands.DEFAULT_WORKER_TIMEOUT_SECS, worker_startup_secs=None,
     # Not in the original: memory levers (docs/gpu_tpu.md, "Memory levers").
     grad_accum_steps=1, recompute=False):
   """Train a diffusion model; the defaults are the paper's CIFAR-10 run.
@@ -35,9 +35,9 @@ def train(
   --bucket_name_prefix, log_dir and tfds_data_dir are inside gs://{bucket_name_prefix}-{region}. An existing run
   directory is resumed from its latest checkpoint. --tpu_name trains on that Cloud TPU, otherwise on this machine's
   GPUs (all visible, or --num_gpus) or CPU; with a cluster in $TF_CONFIG, on all its workers, each running this
-  same command (docs/distributed.md; --worker_timeout_secs bounds the wait for a lost worker). Checkpoints every
-  --save_checkpoints_steps steps or --save_checkpoints_secs seconds (default 1600 s), keeping --keep_checkpoint_max;
-  --max_steps bounds the run.
+  same command (docs/distributed.md; --worker_timeout_secs bounds the wait for a lost worker, --worker_startup_secs
+  that for the first step). Checkpoints every --save_checkpoints_steps steps or --save_checkpoints_secs seconds
+  (default 1600 s), keeping --keep_checkpoint_max; --max_steps bounds the run.
   Memory levers (docs/gpu_tpu.md): --grad_accum_steps=K computes each update's batch in K microbatches one after
   another and sums their gradients; --total_bs stays the batch of one update (the paper's 128), so the same flags
   give the same training in less memory (each device holds total_bs / (devices x K) examples at a time; diffusers'

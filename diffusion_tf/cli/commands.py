@@ -44,7 +44,8 @@ RUN_CONTROL_FLAGS = collections.OrderedDict([
   ('precision', 'float32'),
   ('ema_decay', 0.9999), ('resolution', None), ('num_gpus', None), ('num_cpu_replicas', None),
   ('log_every_steps', 100), ('save_summary_steps', 100), ('seed', None), ('max_train_secs', None),
-  ('worker_timeout_secs', DEFAULT_WORKER_TIMEOUT_SECS), ('grad_accum_steps', 1), ('recompute', False)])
+  ('worker_timeout_secs', DEFAULT_WORKER_TIMEOUT_SECS), ('worker_startup_secs', None), ('grad_accum_steps', 1),
+  ('recompute', False)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,6 +233,7 @@ def train_from_kwargs(kwargs, *, ds, paths, exp_name, model_constructor, warm_st
     seed=kwargs['seed'],
     max_train_secs=kwargs['max_train_secs'],
     worker_timeout_secs=kwargs['worker_timeout_secs'],
+    worker_startup_secs=kwargs['worker_startup_secs'],
     grad_accum_steps=kwargs['grad_accum_steps'],
     warm_start_from=warm_start_from)
 

@@ -4,8 +4,8 @@ watchdog that ends a worker of a cluster whose peers are gone (WorkerWatchdogHoo
 """
 
 import os
+import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -94,36 +94,48 @@ def worker_lost_message(cluster, detail):
 
 
 class WorkerWatchdogHook(tf.train.SessionRunHook):
-  """Ends this worker when no training step has finished for `timeout_secs`.
+  """Ends this worker when no training step has finished for `timeout_secs`, or when the first has not finished
+  `startup_secs` (default: `timeout_secs`) after `start()`.
 
-  The all-reduce of a multi-worker step waits for every peer, and in TF 1.15 a collective op has no timeout: a peer
-  that never started or has died leaves the others blocked inside session.run, where neither a hook nor an
-  exception can reach them. A watchdog thread is the one way out: it prints one `error:` line and exits the process
-  (status 1). The clock starts when the session is being created (joining the cluster counts) and restarts after
-  every step.
+  The all-reduce of a multi-worker step waits for every peer without a timeout: a peer that never started or has
+  died leaves the others blocked inside TensorFlow (TF 1.15 in session.run, TF 2.15 already while joining the
+  cluster, in the strategy's constructor, holding Python's lock), where no hook, exception, signal handler or thread
+  of the worker can act. So the watch runs in a process of its own (watchdog_process.py): after_run tells it of each
+  step, and when a bound passes it writes one `error:` line and kills the worker. start() is called before the worker
+  joins the cluster, so the first bound covers joining it, building the graph, restoring the checkpoint and the
+  first step, which can take far longer than a step of a running job; from the first step on, each step must follow
+  the one before within `timeout_secs`. stop() (or the end of the session) ends the watch.
   """
 
-  def __init__(self, timeout_secs, cluster):
+  def __init__(self, timeout_secs, cluster, startup_secs=None):
     self._timeout, self._cluster = timeout_secs, cluster
-    self._last = None
-    self._done = threading.Event()
+    # the first step's bound, and the flag that set it (for the error line)
+    self._startup = (timeout_secs, 'worker_timeout_secs') if startup_secs is None else (
+      startup_secs, 'worker_startup_secs')
+    self._proc = None
 
-  def begin(self):
-    self._last = time.time()
-    threading.Thread(target=self._watch, name='worker_watchdog', daemon=True).start()
+  def _message(self, what, flag, bound):
+    return worker_lost_message(self._cluster, '{} in {{idle}} s (--{}={})'.format(what, flag, bound))
+
+  def start(self):
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'watchdog_process.py')
+    self._proc = subprocess.Popen(
+      [sys.executable, '-I', script, str(os.getpid()), str(self._startup[0]), str(self._timeout),
+       self._message('the first training step did not finish', self._startup[1], self._startup[0]),
+       self._message('no training step finished', 'worker_timeout_secs', self._timeout)],
+      stdin=subprocess.PIPE, close_fds=True)
+    os.set_blocking(self._proc.stdin.fileno(), False)
+
+  def stop(self):
+    if self._proc is not None and self._proc.poll() is None:
+      self._proc.stdin.close()  # the end of the watch
+      self._proc.wait()
 
   def after_run(self, run_context, run_values):
-    self._last = time.time()
+    try:
+      os.write(self._proc.stdin.fileno(), b'.')
+    except OSError:  # a full pipe already holds news of a step
+      pass
 
   def end(self, session):
-    self._done.set()
-
-  def _watch(self):
-    while not self._done.wait(min(5., self._timeout / 10.)):
-      idle = time.time() - self._last
-      if idle > self._timeout:
-        print('error: {}'.format(worker_lost_message(
-          self._cluster, 'no training step finished in {:.0f} s (--worker_timeout_secs={})'.format(
-            idle, self._timeout))), file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(1)
+    self.stop()

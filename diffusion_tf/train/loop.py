@@ -115,10 +115,9 @@ def _raise_if_write_failure(e, model_dir):
 DEFAULT_WORKER_TIMEOUT_SECS = 600
 
 
-def _train_on_cluster(estimator, input_fn, max_steps, hooks, cluster, timeout_secs):
+def _train_on_cluster(estimator, input_fn, max_steps, hooks, cluster):
   """estimator.train on every worker of a TF_CONFIG cluster; TensorFlow's distribute coordinator starts this
   worker's server and runs the MultiWorkerMirroredStrategy training on it (Estimator.train alone does not)."""
-  hooks = list(hooks) + [training_hooks.WorkerWatchdogHook(timeout_secs, cluster)]
   try:
     tf.estimator.train_and_evaluate(
       estimator, tf.estimator.TrainSpec(input_fn=input_fn, max_steps=max_steps, hooks=hooks),
@@ -151,7 +150,7 @@ def run_training(
     iterations_per_loop=1000, keep_checkpoint_max=2, max_steps=int(1e10), warm_start_from=None, model_dir=None,
     save_checkpoints_steps=None, save_checkpoints_secs=None, save_summary_steps=100, log_every_steps=100,
     num_gpus=None, num_cpu_replicas=None, distribution=None, seed=None, max_train_secs=None,
-    worker_timeout_secs=DEFAULT_WORKER_TIMEOUT_SECS, grad_accum_steps=1, printer=print):
+    worker_timeout_secs=DEFAULT_WORKER_TIMEOUT_SECS, worker_startup_secs=None, grad_accum_steps=1, printer=print):
   """Train `model_constructor()` on batches of `train_input_fn`; see the module docstring.
 
   total_bs is the batch of one update; each replica computes its part in grad_accum_steps microbatches one after
@@ -168,7 +167,8 @@ def run_training(
   When the TF_CONFIG environment variable describes a cluster, every worker runs this same call (see
   docs/distributed.md): the global batch `total_bs` splits over the replicas of all workers, the chief alone writes
   checkpoints, summaries and kwargs.json, and a worker on which no step finishes for `worker_timeout_secs` (a peer is
-  missing or dead) stops with ClusterError.
+  missing or dead), or whose first step has not finished `worker_startup_secs` (default: `worker_timeout_secs`) after
+  training began, stops with ClusterError.
   Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
   another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write,
   ClusterError when a worker is lost.
@@ -180,7 +180,8 @@ def run_training(
   checks.check_run_settings(dict(
     optimizer=optimizer, total_bs=total_bs, grad_clip=grad_clip, lr=lr, warmup=warmup, ema_decay=ema_decay,
     keep_checkpoint_max=keep_checkpoint_max, iterations_per_loop=iterations_per_loop, log_every_steps=log_every_steps,
-    save_summary_steps=save_summary_steps, worker_timeout_secs=worker_timeout_secs, max_steps=max_steps,
+    save_summary_steps=save_summary_steps, worker_timeout_secs=worker_timeout_secs,
+    worker_startup_secs=worker_startup_secs, max_steps=max_steps,
     save_checkpoints_steps=save_checkpoints_steps, save_checkpoints_secs=save_checkpoints_secs,
     max_train_secs=max_train_secs, seed=seed, grad_accum_steps=grad_accum_steps))
   if save_checkpoints_steps is None and save_checkpoints_secs is None:
@@ -198,8 +199,12 @@ def run_training(
   # one trainer per run directory (in a cluster, the chief holds it for all workers); released after training (a
   # flock, so also when this process dies)
   lock = run_lock.RunLock(model_dir).acquire() if dist.is_chief else None
+  watchdog = None
   try:
     _announce_and_record(model_dir, dist, total_bs, local_bs, dump_kwargs, printer)
+    if dist.kind == 'multi_worker':  # from here on: TF 2.15 joins the cluster when the strategy is made
+      watchdog = training_hooks.WorkerWatchdogHook(worker_timeout_secs, dist.cluster, worker_startup_secs)
+      watchdog.start()
     model_fn = _make_model_fn(model_constructor, dist=dist, local_bs=local_bs, optimizer=optimizer, lr=lr,
                               warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay, model_dir=model_dir,
                               save_summary_steps=save_summary_steps, grad_accum_steps=grad_accum_steps)
@@ -215,10 +220,13 @@ def run_training(
              preemption.StopOnSignalHook(stop_signals, printer)]
     if max_train_secs:
       hooks.append(training_hooks.StopAfterSecsHook(max_train_secs, printer))
+    if watchdog is not None:
+      hooks.append(watchdog)
     t0 = time.time()
-    _train(estimator, input_fn, hooks, stop_signals, dist=dist, max_steps=max_steps, model_dir=model_dir,
-           worker_timeout_secs=worker_timeout_secs)
+    _train(estimator, input_fn, hooks, stop_signals, dist=dist, max_steps=max_steps, model_dir=model_dir)
   finally:
+    if watchdog is not None:
+      watchdog.stop()
     if lock is not None:
       lock.release()
   if stop_signals.signum is not None:
@@ -365,13 +373,13 @@ def _make_estimator(model_fn, train_input_fn, *, dist, local_bs, total_bs, itera
   return estimator, train_input_fn
 
 
-def _train(estimator, input_fn, hooks, stop_signals, *, dist, max_steps, model_dir, worker_timeout_secs):
+def _train(estimator, input_fn, hooks, stop_signals, *, dist, max_steps, model_dir):
   """estimator.train (on every worker of a cluster) until max_steps or a stop; a NaN/inf loss becomes
   NonFiniteLossError and a failed write utils.WriteError."""
   try:
     with stop_signals:
       if dist.kind == 'multi_worker':
-        _train_on_cluster(estimator, input_fn, max_steps, hooks, dist.cluster, worker_timeout_secs)
+        _train_on_cluster(estimator, input_fn, max_steps, hooks, dist.cluster)
       else:
         estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=hooks)
   except tf.errors.InvalidArgumentError as e:

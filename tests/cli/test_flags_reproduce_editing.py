@@ -57,9 +57,9 @@ BETA_END = 0.5
 BETAS = np.linspace(1e-4, BETA_END, T)  # the linear schedule
 ABAR = np.cumprod(1. - BETAS)
 # the conftest's tiny run (8x8 digits, T = 10, warmup 0, a checkpoint after every step) with a large lr and EMA decay
-# 0.5 (helpers_scripts.LARGE_LR_FLAGS; the run_celebahq run is shared with test_original_editing.py and test_flags_eval.py):
-# the U-Net's output layer starts at zero, one step at a large lr gives an eps that depends on x and t, and the EMA
-# weights are another network than the raw ones
+# 0.5 (helpers_scripts.LARGE_LR_FLAGS; the run_celebahq run is shared with test_original_editing.py and
+# test_flags_eval.py): the U-Net's output layer starts at zero, one step at a large lr gives an eps that depends on x
+# and t, and the EMA weights are another network than the raw ones
 TRAIN_FLAGS = LARGE_LR_FLAGS
 assert TRAIN_FLAGS['beta_end'] == BETA_END
 GRAPH_SEED, POOL_DIM = 3, 16  # a stand-in Inception graph of its own; 16 features: full-rank covariances

@@ -26,6 +26,7 @@ TRAIN_DIGITS = ['train', '--exp_name=x', '--dataset=digits', '--resolution=8', '
   ('dropout', '1.5', 'dropout=1.5'),
   ('randflip', '2', 'randflip=2'),
   ('worker_timeout_secs', '0', 'worker_timeout_secs=0'),
+  ('worker_startup_secs', '0', 'worker_startup_secs=0'),
 ])
 def test_train_rejects_unknown_settings_before_any_work(capsys, tmp_path, flag, value, needle):
   log_dir = tmp_path / 'logs'

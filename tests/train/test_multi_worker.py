@@ -19,14 +19,16 @@ from diffusion_tf.tpu_utils import tpu_utils
 
 pytestmark = pytest.mark.slow  # real processes and whole training runs (pytest.ini)
 
-# Deadlines. The watchdog's clock starts after the graph is built, when the session is being created, so
-# WORKER_TIMEOUT covers joining the cluster, restoring and the first step: more than 120 s when the machine's 2 cores
-# also run the other test process. The dead-worker test waits up to WORKER_TIMEOUT after the kill.
-WORKER_TIMEOUT = 240
+# Deadlines. The watchdog's clock starts before the worker joins the cluster, so STARTUP_TIMEOUT
+# (--worker_startup_secs) covers joining it, building the graph, restoring and the first step: more than 120 s when
+# the machine's 2 cores also run the other test process. STEP_TIMEOUT (--worker_timeout_secs) bounds every later
+# step, which takes well under a second for this model: the dead-worker test waits up to STEP_TIMEOUT after the kill.
+STARTUP_TIMEOUT, STEP_TIMEOUT = 240, 40
 RUN_DEADLINE = 900
 TRAIN_FLAGS = ['--exp_name=mw', '--model_name=tiny', '--dataset=digits', '--resolution=8',
                '--num_diffusion_timesteps=10', '--total_bs=4', '--warmup=1', '--log_every_steps=1',
-               '--save_summary_steps=1', '--worker_timeout_secs={}'.format(WORKER_TIMEOUT)]
+               '--save_summary_steps=1']
+TIMEOUT_FLAGS = ['--worker_startup_secs={}'.format(STARTUP_TIMEOUT), '--worker_timeout_secs={}'.format(STEP_TIMEOUT)]
 STEP_RE = re.compile(r'^step (\d+)  loss (\S+)', re.M)
 
 
@@ -47,23 +49,24 @@ def _loopback_addresses(n):
 class _Cluster:
   """Worker processes of one TF_CONFIG cluster; their output goes to files in `log_dir`."""
 
-  def __init__(self, log_dir, name, spec_types, flags):
+  def __init__(self, log_dir, name, spec_types, flags, started=None):
+    """One process per task of `spec_types` (or only the first `started` of them: the others never start)."""
     addresses = _loopback_addresses(len(spec_types))
     spec = {}
     for task_type, address in zip(spec_types, addresses):
       spec.setdefault(task_type, []).append(address)
     self.procs, self.logs = [], []
-    for task_type in spec:
-      for index in range(len(spec[task_type])):
-        tf_config = json.dumps({'cluster': spec, 'task': {'type': task_type, 'index': index}})
-        env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES='', PYTHONPATH=REPO)
-        env.pop('DIFFUSION_TF_DEBUG', None)
-        log = os.path.join(log_dir, '{}_{}{}'.format(name, task_type, index))
-        self.logs.append(log)
-        with open(log + '.out', 'w') as out, open(log + '.err', 'w') as err:
-          self.procs.append(subprocess.Popen(
-            [PYTHON, os.path.join(REPO, 'scripts', 'run_cifar.py'), 'train'] + TRAIN_FLAGS + flags,
-            env=env, stdout=out, stderr=err, cwd=REPO))
+    tasks = [(task_type, index) for task_type in spec for index in range(len(spec[task_type]))]
+    for task_type, index in tasks[:started]:
+      tf_config = json.dumps({'cluster': spec, 'task': {'type': task_type, 'index': index}})
+      env = dict(os.environ, TF_CONFIG=tf_config, CUDA_VISIBLE_DEVICES='', PYTHONPATH=REPO)
+      env.pop('DIFFUSION_TF_DEBUG', None)
+      log = os.path.join(log_dir, '{}_{}{}'.format(name, task_type, index))
+      self.logs.append(log)
+      with open(log + '.out', 'w') as out, open(log + '.err', 'w') as err:
+        self.procs.append(subprocess.Popen(
+          [PYTHON, os.path.join(REPO, 'scripts', 'run_cifar.py'), 'train'] + TRAIN_FLAGS + flags,
+          env=env, stdout=out, stderr=err, cwd=REPO))
 
   def output(self, i):
     with open(self.logs[i] + '.out') as out, open(self.logs[i] + '.err') as err:
@@ -88,7 +91,8 @@ def cluster_run(tmp_path_factory):
   root = tmp_path_factory.mktemp('multi_worker')
   model_dir = str(root / 'run')
   cluster = _Cluster(str(root), 'first', ['worker', 'worker'],
-                     ['--model_dir={}'.format(model_dir), '--max_steps=4', '--save_checkpoints_steps=2'])
+                     TIMEOUT_FLAGS + ['--model_dir={}'.format(model_dir), '--max_steps=4',
+                                      '--save_checkpoints_steps=2'])
   try:
     codes = cluster.wait(RUN_DEADLINE)
   finally:
@@ -139,11 +143,11 @@ def test_the_chiefs_checkpoint_restores(cluster_run, capsys, tmp_path):
 
 def test_a_killed_worker_stops_the_others_with_an_error_after_resuming(cluster_run):
   """The chief form of TF_CONFIG on the same run directory: both resume from step 4; worker 0 is killed after step 6
-  and the chief ends with one error line within the watchdog's timeout."""
+  and the chief ends with one error line within the watchdog's step timeout (the start-up had a longer one)."""
   assert cluster_run['codes'] == [0, 0]
   cluster = _Cluster(str(cluster_run['root']), 'resumed', ['chief', 'worker'],
-                     ['--model_dir={}'.format(cluster_run['model_dir']), '--max_steps=1000000',
-                      '--save_checkpoints_steps=1000'])
+                     TIMEOUT_FLAGS + ['--model_dir={}'.format(cluster_run['model_dir']), '--max_steps=1000000',
+                                      '--save_checkpoints_steps=1000'])
   try:
     deadline = time.time() + RUN_DEADLINE
     while not any(int(s) >= 6 for s, _ in STEP_RE.findall(cluster.output(1)[0])):
@@ -152,15 +156,37 @@ def test_a_killed_worker_stops_the_others_with_an_error_after_resuming(cluster_r
       time.sleep(1)
     cluster.procs[1].send_signal(signal.SIGKILL)
     killed = time.time()
-    cluster.procs[0].wait(timeout=WORKER_TIMEOUT + 120)
+    cluster.procs[0].wait(timeout=STEP_TIMEOUT + 120)
     waited = time.time() - killed
   finally:
     cluster.kill()
   out, err = cluster.output(0)
   assert 'resuming from {}'.format(os.path.join(cluster_run['model_dir'], 'model.ckpt-4')) in out
   assert [int(s) for s, _ in STEP_RE.findall(out)][0] == 5  # the step count continues
-  assert_one_error(cluster.procs[0].returncode, err, 'chief 0 of 2 workers (chief)', 'missing, has died')
-  assert waited < WORKER_TIMEOUT + 60, waited
+  assert_one_error(cluster.procs[0].returncode, err, 'chief 0 of 2 workers (chief)', 'missing, has died',
+                   'no training step finished', '(--worker_timeout_secs={})'.format(STEP_TIMEOUT))
+  assert STEP_TIMEOUT - 5 <= waited < STEP_TIMEOUT + 60, waited  # its last step was just before the kill
+
+
+def test_a_peer_that_never_starts_stops_the_chief_at_the_startup_timeout(tmp_path):
+  """A cluster of two whose second worker never starts: the chief waits for it (TF 1.15 in its first step, TF 2.15
+  while joining the cluster) and ends with one error line --worker_startup_secs after it began to train, not at the
+  (longer) step timeout."""
+  startup = 15
+  cluster = _Cluster(str(tmp_path), 'alone', ['worker', 'worker'],
+                     ['--model_dir={}'.format(tmp_path / 'run'), '--max_steps=4', '--worker_timeout_secs=600',
+                      '--worker_startup_secs={}'.format(startup)], started=1)
+  try:
+    started = time.time()
+    cluster.procs[0].wait(timeout=STARTUP_TIMEOUT + 120)  # the process's own start-up, then the 15 s
+    waited = time.time() - started
+  finally:
+    cluster.kill()
+  out, err = cluster.output(0)
+  assert not STEP_RE.findall(out), out
+  assert_one_error(cluster.procs[0].returncode, err, 'worker 0 of 2 workers (chief)', 'missing, has died',
+                   'the first training step did not finish', '(--worker_startup_secs={})'.format(startup))
+  assert startup <= waited < 600, waited
 
 
 def test_tf_config_errors_are_one_line(monkeypatch, capsys, tmp_path):
