@@ -168,7 +168,8 @@ def run_training(
   docs/distributed.md): the global batch `total_bs` splits over the replicas of all workers, the chief alone writes
   checkpoints, summaries and kwargs.json, and a worker on which no step finishes for `worker_timeout_secs` (a peer is
   missing or dead), or whose first step has not finished `worker_startup_secs` (default: `worker_timeout_secs`) after
-  training began, stops with ClusterError.
+  training began, is killed by its watchdog after one `error:` line (hooks.WorkerWatchdogHook); a lost peer that
+  TensorFlow reports is a ClusterError.
   Returns the model_dir. Raises NonFiniteLossError on a NaN/inf loss, UsageError on bad settings, PathError when
   another process trains in model_dir, TrainingStopped after a stop signal, utils.WriteError on a failed write,
   ClusterError when a worker is lost.
