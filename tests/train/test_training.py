@@ -244,14 +244,15 @@ def test_lsun_warm_start_initialises_every_variable(tmp_path):
 
 @pytest.mark.parametrize('bad', [dict(total_bs=True), dict(ema_decay=1.), dict(keep_checkpoint_max=0),
                                  dict(save_checkpoints_steps=5, save_checkpoints_secs=60), dict(optimizer='sgd'),
-                                 dict(max_train_secs=2.5), dict(worker_timeout_secs=0)])
+                                 dict(max_train_secs=2.5), dict(worker_timeout_secs=0),
+                                 dict(worker_startup_secs=0)])
 def test_run_training_refuses_what_the_train_flags_refuse_with_the_same_message(tmp_path, bad):
   """The library entry point and the scripts' flags share one check: the same bad setting gives the same error,
   before any model or device is touched (the constructor would fail if it were called)."""
   settings = dict(total_bs=4, optimizer='adam', lr=1e-4, warmup=0, grad_clip=1., ema_decay=0.9999,
                   keep_checkpoint_max=2, iterations_per_loop=1, log_every_steps=1, save_summary_steps=1,
                   worker_timeout_secs=600, max_steps=10, save_checkpoints_steps=None, save_checkpoints_secs=None,
-                  max_train_secs=None, seed=None)
+                  max_train_secs=None, seed=None, worker_startup_secs=None)
   settings.update(bad)
   with pytest.raises(UsageError) as flags_error:
     checks.check_train_flags(dict(settings, exp_name='x', date_str=None))
